@@ -1,0 +1,1 @@
+"""boxfs, the client: the CLI and the FUSE mount of the drive."""

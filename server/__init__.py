@@ -1,0 +1,1 @@
+"""boxfs-server: accounts, content-addressed storage, Merkle history and live events."""
