@@ -43,8 +43,9 @@ MAX_COMMIT_TEXT_BYTES = 4096
 MODE_BITS = 0o7777
 MAX_ID_NUMBER = 2**32 - 1
 # Larger files are refused (EFBIG at the mount): a file entry lists its chunks, so its size
-# bounds the entry; 1 TiB at the 1 MiB average is about a million chunk references.
-MAX_FILE_BYTES = 2**40
+# bounds the entry. 256 GiB is at most a million chunk references (at the 256 KiB minimum),
+# which still fits one JSON put on the wire (``store.protocol.MAX_JSON_BODY_BYTES``).
+MAX_FILE_BYTES = 2**38
 
 
 class EntryKind(IntEnum):
