@@ -1,14 +1,89 @@
-"""The ``boxfs-server`` command line. The server arrives later; for now it reports its version."""
+"""The ``boxfs-server`` command: run the server, or rotate its master key.
+
+    boxfs-server --data DIR [--listen HOST:PORT]     serve (embedded defaults)
+    boxfs-server rotate-key --data DIR              re-wrap data keys under a new master
+
+Exit codes: 0 success, 2 bad usage, 1 anything else (one line on stderr).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
 from importlib.metadata import version
+from pathlib import Path
+
+import uvicorn
+
+from server.app import create_app
+from server.keys import rotate_master_key
+from server.settings import DEFAULT_LISTEN, Settings
+from store.errors import StoreError
+
+
+def _serve(settings: Settings) -> int:
+    host, port = settings.host_port
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+        # Keep-alive connections from mounts stay open between batches.
+        timeout_keep_alive=75,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn turns SIGTERM/SIGINT into a graceful shutdown (stop accepting, drain, close
+    # the lifespan), then raises the signal again for the handler that was installed
+    # before it: this one, so a requested stop exits with status 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_after_shutdown)
+    server.run()
+    return 0
+
+
+def _exit_after_shutdown(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _rotate_key(settings: Settings) -> int:
+    old_id, new_id, count = rotate_master_key(settings)
+    print(f"rotated master key {old_id} -> {new_id}: re-wrapped {count} data keys")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="boxfs-server", description="The boxfs server.")
+    args_list = sys.argv[1:] if argv is None else argv
+    command = "serve"
+    if args_list and args_list[0] in ("serve", "rotate-key"):
+        command, args_list = args_list[0], args_list[1:]
+    parser = argparse.ArgumentParser(
+        prog=f"boxfs-server {command}" if command != "serve" else "boxfs-server",
+        description="The boxfs server. Commands: serve (default), rotate-key.",
+    )
     parser.add_argument("--version", action="version", version=f"boxfs-server {version('boxfs')}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    parser.add_argument("--data", type=Path, required=True, help="data directory")
+    if command == "serve":
+        parser.add_argument(
+            "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
+        )
+        parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in --data)")
+    args = parser.parse_args(args_list)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings(
+        data_dir=args.data.resolve(),
+        listen=getattr(args, "listen", DEFAULT_LISTEN),
+        database_url=getattr(args, "database_url", None),
+    )
+    try:
+        settings.host_port  # noqa: B018  (validates --listen before anything starts)
+    except ValueError:
+        print(f"boxfs-server: --listen must be HOST:PORT, got {settings.listen!r}", file=sys.stderr)
+        return 2
+    try:
+        return _serve(settings) if command == "serve" else _rotate_key(settings)
+    except (StoreError, OSError) as exc:
+        print(f"boxfs-server: {exc}", file=sys.stderr)
+        return 1

@@ -913,8 +913,8 @@ Op: TypeAlias = Annotated[
 
 class OpsBatch(WireModel):
     """Operations on one namespace, applied in order as one commit. The server remembers
-    the reply under ``idempotency_key`` (per session), so a batch resent after a lost
-    reply is applied once."""
+    the reply under ``idempotency_key`` (per user, across their sessions), so a batch
+    resent after a lost reply is applied once."""
 
     idempotency_key: IdempotencyKey
     ops: tuple[Op, ...] = Field(min_length=1, max_length=MAX_OPS_PER_BATCH)
@@ -1011,6 +1011,7 @@ AUDIT_ACTIONS: Final = (
     "delete",
     "share",
     "restore",
+    "commit",
 )
 
 

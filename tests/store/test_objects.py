@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -201,7 +203,7 @@ def test_entry_invariants_are_enforced(changes: dict[str, object]) -> None:
     fields = {slot: getattr(NOTES, slot) for slot in FileEntry.__slots__}
     fields.update(changes)
     with pytest.raises(FormatError):
-        FileEntry(**fields)  # type: ignore[arg-type]
+        FileEntry(**fields)
 
 
 def test_tree_of_refuses_duplicate_names() -> None:
@@ -238,7 +240,7 @@ attrs = {
 def entries(draw: st.DrawFn) -> FileEntry:
     name = draw(names)
     kind = draw(st.sampled_from(EntryKind))
-    common = {key: draw(strategy) for key, strategy in attrs.items()}
+    common: dict[str, Any] = {key: draw(strategy) for key, strategy in attrs.items()}
     if kind is EntryKind.FILE:
         lengths = draw(st.lists(st.integers(1, 4 << 20), max_size=4))
         chunks = tuple(ChunkRef(ChunkId(draw(ids32)), length) for length in lengths)

@@ -1,0 +1,220 @@
+"""The metadata database: the schema (SQLAlchemy Core) and how an engine is opened.
+
+One schema serves SQLite (the embedded default, WAL mode) and PostgreSQL (scale-out), so
+every query elsewhere is written once in SQLAlchemy Core. Blocking: callers run queries in
+a worker thread (``anyio.to_thread.run_sync``), one connection per call.
+
+Invariants, next to the tables they govern:
+- ``namespaces.head`` moves only by compare-and-swap (``UPDATE … WHERE head IS old``),
+  after the commit row and every tree it references are written in the same transaction,
+  and every chunk it references is durable in the blob store.
+- ``namespace_objects`` lists, for each namespace, every chunk and tree a retained commit
+  references: it is what authorizes a download. GC rebuilds it from the retained commits.
+- A chunk is referenced by a namespace only after a member uploaded it there in full (or
+  a commit of that namespace already referenced it): the server never tells anyone
+  whether other users hold some content, and never lets them reference it unseen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(32), nullable=False, unique=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("home_namespace", sa.LargeBinary(16), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+# Failed logins by the username tried, whether or not such an account exists, so that the
+# growing delay says nothing about which usernames are taken. A success clears the row.
+login_throttle = sa.Table(
+    "login_throttle",
+    metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("locked_until_ns", sa.BigInteger, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public, hex; not the token
+    # BLAKE3 of the 256-bit bearer token: a stolen database yields no usable token.
+    sa.Column("token_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("device_name", sa.String(64), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("expires_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_ns", sa.BigInteger, nullable=False),
+    sa.Column("revoked_ns", sa.BigInteger, nullable=True),
+)
+
+namespaces = sa.Table(
+    "namespaces",
+    metadata,
+    sa.Column("id", sa.LargeBinary(16), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("head", sa.LargeBinary(32), nullable=True),  # None: no commit yet
+    sa.Column("sequence", sa.BigInteger, nullable=False, default=0),  # commits so far
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("namespace_id", sa.LargeBinary(16), sa.ForeignKey("namespaces.id"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True, index=True),
+    sa.Column("role", sa.String(8), nullable=False),  # owner | editor | viewer
+)
+
+trees = sa.Table(
+    "trees",
+    metadata,
+    sa.Column("id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+commits = sa.Table(
+    "commits",
+    metadata,
+    sa.Column("id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("namespace_id", sa.LargeBinary(16), nullable=False),
+    # Position in the namespace's history, 1 for the first commit: pages and resumes.
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+    sa.Column("time_ns", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("retained", sa.Boolean, nullable=False, default=True),
+    sa.UniqueConstraint("namespace_id", "sequence"),
+)
+
+# Which chunks and trees each namespace references: a retained commit's trees and the
+# chunks their files list, and chunks uploaded into the namespace (``added_ns``) whose
+# commit may still be on its way. A user may download an object only through a namespace
+# they can read that has a row for it; GC rebuilds the rows from the retained commits,
+# keeping uploads younger than the grace period.
+namespace_objects = sa.Table(
+    "namespace_objects",
+    metadata,
+    sa.Column("namespace_id", sa.LargeBinary(16), primary_key=True),
+    sa.Column("object_id", sa.LargeBinary(32), primary_key=True, index=True),
+    sa.Column("kind", sa.String(1), nullable=False),  # "c" chunk, "t" tree
+    sa.Column("added_ns", sa.BigInteger, nullable=False),
+)
+
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    sa.Column("id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("stored_bytes", sa.BigInteger, nullable=False),
+    sa.Column("plain_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+idempotency = sa.Table(
+    "idempotency",
+    metadata,
+    sa.Column("namespace_id", sa.LargeBinary(16), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("sequence", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("namespace_id", sa.LargeBinary(16), nullable=False, index=True),
+    sa.Column("head", sa.LargeBinary(32), nullable=False),
+    sa.Column("time_ns", sa.BigInteger, nullable=False),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time_ns", sa.BigInteger, nullable=False),
+    sa.Column("user_id", sa.Integer, nullable=True, index=True),
+    sa.Column("device", sa.String(64), nullable=True),
+    sa.Column("address", sa.String(64), nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+data_keys = sa.Table(
+    "data_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (the driver's implicit
+    # transactions cannot be made IMMEDIATE).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit that returned survives a power loss, not only a killed process.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # A writer takes the write lock at BEGIN, so it waits (busy_timeout) instead of
+    # failing when another writer committed between its first read and its first write.
+    immediate = connection.get_execution_options().get("immediate", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """The engine and the two ways to use it: ``read()`` and ``write()`` transactions.
+
+    Each is a context manager yielding a connection inside one transaction, committed on
+    normal exit and rolled back on an exception. Blocking: call from a worker thread.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as plain:
+            connection = plain.execution_options(immediate=True)
+            with connection.begin():
+                yield connection
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'meta.sqlite3'}"

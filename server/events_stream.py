@@ -1,0 +1,97 @@
+"""The event stream (Server-Sent Events): one per device, telling it which heads moved.
+
+On connect the stream sends the current head of every namespace the caller can read
+(skipping, for the namespace named by ``Last-Event-ID``, what the client already saw),
+then an event each time a head moves, and a heartbeat comment when nothing happened for
+``heartbeat_s``. Events are hints that coalesce: a device that was slow sees the newest
+head of each namespace and diffs trees from what it had (the commit chain is the record).
+
+Each wake-up re-checks the session, so a stream ends soon after its token is revoked,
+and re-reads the memberships, so a namespace the caller lost stops reporting at once.
+Runs on the event loop; its database reads go through worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from server import db as tables
+from server.auth import Caller, CallerDep, authenticate, server_state
+from server.db import Database
+from server.routing import endpoint
+from server.state import ServerState
+from store import protocol
+from store.errors import StoreError
+from store.ids import CommitId, NamespaceId
+
+_log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def readable_heads(database: Database, user_id: int) -> list[protocol.Event]:
+    """The head of every namespace the user is a member of and that has a commit."""
+    with database.read() as connection:
+        rows = connection.execute(
+            sa.select(
+                tables.namespaces.c.id, tables.namespaces.c.head, tables.namespaces.c.sequence
+            )
+            .join(tables.memberships, tables.memberships.c.namespace_id == tables.namespaces.c.id)
+            .where(tables.memberships.c.user_id == user_id, tables.namespaces.c.head.is_not(None))
+        ).all()
+    return [
+        protocol.Event(
+            namespace_id=NamespaceId(bytes(row.id)),
+            head=CommitId(bytes(row.head)),
+            sequence=row.sequence,
+        )
+        for row in rows
+    ]
+
+
+def parse_last_event_id(value: str | None) -> tuple[NamespaceId, int] | None:
+    """``<namespace hex>.<sequence>`` as the stream writes it; anything else is ignored
+    (the client then gets every current head, which is always safe)."""
+    if not value:
+        return None
+    namespace_hex, _, sequence = value.partition(".")
+    try:
+        return NamespaceId.from_hex(namespace_hex), int(sequence)
+    except (StoreError, ValueError):
+        return None
+
+
+async def event_stream(
+    state: ServerState, who: Caller, token: str, last_event_id: str | None
+) -> AsyncIterator[bytes]:
+    sent: dict[NamespaceId, int] = {}
+    resume = parse_last_event_id(last_event_id)
+    if resume is not None:
+        sent[resume[0]] = resume[1]
+    while not state.events.closed:
+        try:
+            await state.run(authenticate, state.db, token, who.address)
+        except StoreError:
+            return  # logged out, revoked or expired: the stream ends with the session
+        for event in await state.run(readable_heads, state.db, who.user_id):
+            if event.sequence > sent.get(event.namespace_id, -1):
+                sent[event.namespace_id] = event.sequence
+                yield protocol.encode_event(event)
+        if not await state.events.wait(state.settings.heartbeat_s):
+            yield protocol.encode_heartbeat()
+
+
+@endpoint(router, protocol.EVENTS)
+async def events(request: Request, who: CallerDep) -> StreamingResponse:
+    state = server_state(request)
+    token = protocol.parse_bearer(request.headers.get(protocol.AUTHORIZATION_HEADER))
+    return StreamingResponse(
+        event_stream(state, who, token, request.headers.get("last-event-id")),
+        media_type=protocol.EVENT_STREAM_MEDIA_TYPE,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
