@@ -1,0 +1,361 @@
+"""The client side of the protocol: one ``Remote`` per server, httpx under trio.
+
+Built from ``store.protocol``: every route, model, header and error code comes from there.
+Error replies become the exception class the server raised (``protocol.error_for_response``),
+and a server that cannot be reached becomes ``protocol.UnavailableError`` (a
+``TransientError``), so callers retry on one type. Chunk batches travel as streamed record
+streams in both directions, split so no request exceeds the protocol's bounds; frames are
+returned as they came, and whoever uses one verifies it (``store.frames.decode_frame``).
+
+Used from trio tasks (the mount's uploader and syncer, the CLI, tests and benchmarks).
+One ``Remote`` may serve many concurrent tasks: httpx pools its connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from store import protocol
+from store.ids import ChunkId, CommitId, NamespaceId, TreeId
+from store.protocol import Record
+
+M = TypeVar("M", bound=protocol.WireModel)
+IdT = TypeVar("IdT", ChunkId, TreeId, CommitId)
+
+DEFAULT_TIMEOUT_S = 60.0
+# Records from a download are handed on in pieces of this size at most.
+_READ_PIECE_BYTES = 1 << 20
+
+
+class Remote:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            transport=transport,
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = protocol.request_headers(self.token)
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def _send(
+        self,
+        route: protocol.Route,
+        *,
+        path_params: dict[str, object] | None = None,
+        body: protocol.WireModel | None = None,
+        content: Any = None,
+        query: protocol.WireModel | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        extra = dict(headers or {})
+        if body is not None:
+            content = body.model_dump_json(exclude_none=False).encode()
+            extra["Content-Type"] = protocol.JSON_MEDIA_TYPE
+        elif content is not None and route.request_media_type:
+            extra["Content-Type"] = route.request_media_type
+        request = self._client.build_request(
+            route.method,
+            route.fill(**(path_params or {})),
+            content=content,
+            params=protocol.query_params(query) if query is not None else None,
+            headers=self._headers(extra),
+        )
+        try:
+            response = await self._client.send(request)
+        except httpx.TransportError as exc:
+            raise protocol.UnavailableError(
+                f"cannot reach {self.base_url}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        if response.is_error:
+            raise protocol.error_for_response(response.status_code, response.content)
+        return response
+
+    async def _json(self, route: protocol.Route, model: type[M], **kwargs: Any) -> M:
+        response = await self._send(route, **kwargs)
+        return model.model_validate_json(response.content)
+
+    # --- accounts ------------------------------------------------------------------------
+
+    async def health(self) -> protocol.Health:
+        return await self._json(protocol.HEALTH, protocol.Health)
+
+    async def register(self, username: str, email: str, password: str) -> protocol.AccountInfo:
+        request = protocol.RegisterRequest(username=username, email=email, password=password)
+        return await self._json(protocol.REGISTER, protocol.AccountInfo, body=request)
+
+    async def login(self, username: str, password: str, device_name: str) -> protocol.LoginResponse:
+        request = protocol.LoginRequest(
+            username=username, password=password, device_name=device_name
+        )
+        reply = await self._json(protocol.LOGIN, protocol.LoginResponse, body=request)
+        self.token = reply.token
+        return reply
+
+    async def logout(self) -> None:
+        await self._send(protocol.LOGOUT)
+        self.token = None
+
+    async def whoami(self) -> protocol.WhoAmI:
+        return await self._json(protocol.WHOAMI, protocol.WhoAmI)
+
+    async def sessions(self) -> protocol.SessionList:
+        return await self._json(protocol.SESSIONS, protocol.SessionList)
+
+    async def revoke_session(self, session_id: str) -> None:
+        await self._send(protocol.REVOKE_SESSION, path_params={"session_id": session_id})
+
+    async def audit(self, cursor: str | None = None, limit: int = 100) -> protocol.AuditPage:
+        query = protocol.AuditQuery(cursor=cursor, limit=limit)
+        return await self._json(protocol.AUDIT_LOG, protocol.AuditPage, query=query)
+
+    # --- namespaces and history ----------------------------------------------------------
+
+    async def namespaces(self) -> list[protocol.NamespaceInfo]:
+        return list((await self._json(protocol.NAMESPACES, protocol.NamespaceList)).namespaces)
+
+    async def home(self) -> protocol.NamespaceInfo:
+        return next(info for info in await self.namespaces() if info.home)
+
+    async def head(self, namespace_id: NamespaceId) -> protocol.HeadInfo:
+        params = {"namespace_id": namespace_id}
+        return await self._json(protocol.HEAD, protocol.HeadInfo, path_params=params)
+
+    async def log(
+        self, namespace_id: NamespaceId, cursor: str | None = None, limit: int = 100
+    ) -> protocol.LogPage:
+        return await self._json(
+            protocol.LOG,
+            protocol.LogPage,
+            path_params={"namespace_id": namespace_id},
+            query=protocol.LogQuery(cursor=cursor, limit=limit),
+        )
+
+    async def apply_ops(
+        self, namespace_id: NamespaceId, batch: protocol.OpsBatch
+    ) -> protocol.OpsBatchResponse:
+        return await self._json(
+            protocol.APPLY_OPS,
+            protocol.OpsBatchResponse,
+            path_params={"namespace_id": namespace_id},
+            body=batch,
+        )
+
+    async def versions(
+        self, namespace_id: NamespaceId, request: protocol.VersionsRequest
+    ) -> protocol.VersionsPage:
+        return await self._json(
+            protocol.VERSIONS,
+            protocol.VersionsPage,
+            path_params={"namespace_id": namespace_id},
+            body=request,
+        )
+
+    async def restore(
+        self, namespace_id: NamespaceId, request: protocol.RestoreRequest
+    ) -> protocol.OpsBatchResponse:
+        return await self._json(
+            protocol.RESTORE,
+            protocol.OpsBatchResponse,
+            path_params={"namespace_id": namespace_id},
+            body=request,
+        )
+
+    # --- content -------------------------------------------------------------------------
+
+    async def missing_chunks(
+        self, namespace_id: NamespaceId, ids: Sequence[ChunkId]
+    ) -> list[ChunkId]:
+        """The ids of ``ids`` this namespace does not hold yet, in order."""
+        missing: list[ChunkId] = []
+        for start in range(0, len(ids), protocol.MAX_IDS_PER_REQUEST):
+            request = protocol.MissingChunksRequest(
+                ids=tuple(ids[start : start + protocol.MAX_IDS_PER_REQUEST])
+            )
+            reply = await self._json(
+                protocol.MISSING_CHUNKS,
+                protocol.MissingChunksResponse,
+                path_params={"namespace_id": namespace_id},
+                body=request,
+            )
+            missing.extend(reply.missing)
+        return missing
+
+    async def upload_chunks(
+        self, namespace_id: NamespaceId, frames: Iterable[tuple[ChunkId, bytes]]
+    ) -> list[ChunkId]:
+        """Send frames in as few streamed requests as the bounds allow; the ids stored."""
+        stored: list[ChunkId] = []
+        batch: list[Record[ChunkId]] = []
+        batch_bytes = 0
+        for chunk_id, frame in frames:
+            record_bytes = len(frame) + 64
+            if batch and (
+                batch_bytes + record_bytes > protocol.MAX_BATCH_BODY_BYTES
+                or len(batch) >= protocol.MAX_IDS_PER_REQUEST
+            ):
+                stored.extend(await self._upload_batch(namespace_id, batch))
+                batch, batch_bytes = [], 0
+            batch.append(Record(chunk_id, frame))
+            batch_bytes += record_bytes
+        if batch:
+            stored.extend(await self._upload_batch(namespace_id, batch))
+        return stored
+
+    async def _upload_batch(
+        self, namespace_id: NamespaceId, records: list[Record[ChunkId]]
+    ) -> list[ChunkId]:
+        async def body() -> AsyncIterator[bytes]:
+            for piece in protocol.encode_record_stream(ChunkId, records, allow_missing=False):
+                yield piece
+
+        reply = await self._json(
+            protocol.UPLOAD_CHUNKS,
+            protocol.ChunkUploadResponse,
+            path_params={"namespace_id": namespace_id},
+            content=body(),
+        )
+        return list(reply.stored)
+
+    async def download_chunks(
+        self, namespace_id: NamespaceId, ids: Sequence[ChunkId]
+    ) -> AsyncIterator[Record[ChunkId]]:
+        """Frames of ``ids`` as they arrive (a missing record where the namespace has none)."""
+        for start in range(0, len(ids), protocol.MAX_IDS_PER_REQUEST):
+            request = protocol.ChunksRequest(
+                ids=tuple(ids[start : start + protocol.MAX_IDS_PER_REQUEST])
+            )
+            async for record in self._stream_records(
+                protocol.DOWNLOAD_CHUNKS, ChunkId, namespace_id, request
+            ):
+                yield record
+
+    async def chunk(self, namespace_id: NamespaceId, chunk_id: ChunkId) -> bytes:
+        response = await self._send(
+            protocol.CHUNK, path_params={"namespace_id": namespace_id, "chunk_id": chunk_id}
+        )
+        return response.content
+
+    async def trees(
+        self, namespace_id: NamespaceId, ids: Sequence[TreeId]
+    ) -> dict[TreeId, bytes | None]:
+        found: dict[TreeId, bytes | None] = {}
+        for start in range(0, len(ids), protocol.MAX_IDS_PER_REQUEST):
+            request = protocol.TreesRequest(
+                ids=tuple(ids[start : start + protocol.MAX_IDS_PER_REQUEST])
+            )
+            async for record in self._stream_records(protocol.TREES, TreeId, namespace_id, request):
+                found[record.object_id] = record.payload
+        return found
+
+    async def commits(
+        self, namespace_id: NamespaceId, ids: Sequence[CommitId]
+    ) -> dict[CommitId, bytes | None]:
+        found: dict[CommitId, bytes | None] = {}
+        for start in range(0, len(ids), protocol.MAX_IDS_PER_REQUEST):
+            request = protocol.CommitsRequest(
+                ids=tuple(ids[start : start + protocol.MAX_IDS_PER_REQUEST])
+            )
+            async for record in self._stream_records(
+                protocol.COMMITS, CommitId, namespace_id, request
+            ):
+                found[record.object_id] = record.payload
+        return found
+
+    async def _stream_records(
+        self,
+        route: protocol.Route,
+        id_type: type[IdT],
+        namespace_id: NamespaceId,
+        request: protocol.WireModel,
+    ) -> AsyncIterator[Record[IdT]]:
+        http_request = self._client.build_request(
+            route.method,
+            route.fill(namespace_id=namespace_id),
+            content=request.model_dump_json().encode(),
+            headers=self._headers({"Content-Type": protocol.JSON_MEDIA_TYPE}),
+        )
+        try:
+            response = await self._client.send(http_request, stream=True)
+        except httpx.TransportError as exc:
+            raise protocol.UnavailableError(f"cannot reach {self.base_url}: {exc}") from exc
+        try:
+            if response.is_error:
+                await response.aread()
+                raise protocol.error_for_response(response.status_code, response.content)
+            parser = protocol.RecordStreamParser(id_type)
+            try:
+                async for piece in response.aiter_raw(_READ_PIECE_BYTES):
+                    for record in parser.feed(piece):
+                        yield record
+            except httpx.TransportError as exc:
+                raise protocol.UnavailableError(f"download from {self.base_url} broke off") from exc
+            parser.close()
+        finally:
+            await response.aclose()
+
+    # --- events --------------------------------------------------------------------------
+
+    async def events(self, last_event_id: str | None = None) -> AsyncIterator[protocol.Event]:
+        """Head events as they come, until the server ends the stream. Heartbeats are
+        consumed here; a broken connection raises ``UnavailableError`` (reconnect with the
+        ``last_event_id`` of the parser to resume)."""
+        extra = {"Accept": protocol.EVENT_STREAM_MEDIA_TYPE}
+        if last_event_id:
+            extra["Last-Event-ID"] = last_event_id
+        request = self._client.build_request(
+            protocol.EVENTS.method,
+            protocol.EVENTS.fill(),
+            headers=self._headers(extra),
+            timeout=httpx.Timeout(
+                connect=10.0, read=protocol.EVENT_IDLE_TIMEOUT_S, write=10.0, pool=10.0
+            ),
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise protocol.UnavailableError(f"cannot reach {self.base_url}: {exc}") from exc
+        try:
+            if response.is_error:
+                await response.aread()
+                raise protocol.error_for_response(response.status_code, response.content)
+            parser = protocol.EventStreamParser()
+            try:
+                async for piece in response.aiter_raw():
+                    for item in parser.feed(piece):
+                        if isinstance(item, protocol.Event):
+                            yield item
+            except httpx.TransportError as exc:
+                raise protocol.UnavailableError("the event stream broke off") from exc
+        finally:
+            await response.aclose()
