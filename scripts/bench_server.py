@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -26,6 +28,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from boxfs.remote import Remote
+from server.blobstore import LocalBlobStore
+from server.content import UPLOAD_WORKERS
 from store import protocol
 from store.frames import encode_frame
 from store.ids import ChunkId, NamespaceId, chunk_id_of, content_hash_of
@@ -106,7 +110,21 @@ async def raw_download(url: str, total: int) -> float:
     return elapsed
 
 
-async def transfers(server_url: str, raw_url: str, total_bytes: int, rounds: int) -> None:
+def durable_write_seconds(frames: list[tuple[ChunkId, bytes]], directory: Path) -> float:
+    """The disk's share of an upload: the same blobs written durably (temp file, fsync,
+    rename, directory fsync) by the server's own blob store, on as many threads."""
+    store = LocalBlobStore(directory)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(UPLOAD_WORKERS) as pool:
+        list(pool.map(lambda item: store.put(*item), frames))
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(directory)
+    return elapsed
+
+
+async def transfers(
+    server_url: str, raw_url: str, total_bytes: int, rounds: int, scratch: Path
+) -> None:
     frames = make_frames(total_bytes)
     ids = [chunk_id for chunk_id, _ in frames]
     stream = list(
@@ -133,10 +151,20 @@ async def transfers(server_url: str, raw_url: str, total_bytes: int, rounds: int
             best["down"] = min(best["down"], time.perf_counter() - start)
         best["raw_up"] = min(best["raw_up"], await raw_upload(raw_url, stream))
         best["raw_down"] = min(best["raw_down"], await raw_download(raw_url, stream_bytes))
+        disk_s = await trio.to_thread.run_sync(
+            durable_write_seconds, frames, scratch / f"disk{round_index}"
+        )
+        best["disk"] = min(best.get("disk", float("inf")), disk_s)
     mb = stream_bytes / 1e6
     emit("server.upload", mb / best["up"], "MB/s")
     emit("server.raw_http_upload", mb / best["raw_up"], "MB/s")
     emit("server.upload_ratio", best["raw_up"] / best["up"], "ratio")
+    emit("server.durable_disk_write", mb / best["disk"], "MB/s")
+    emit(
+        "server.upload_ratio_to_slower_of_http_and_disk",
+        max(best["raw_up"], best["disk"]) / best["up"],
+        "ratio",
+    )
     emit("server.download", mb / best["down"], "MB/s")
     emit("server.raw_http_download", mb / best["raw_down"], "MB/s")
     emit("server.download_ratio", best["raw_down"] / best["down"], "ratio")
@@ -230,7 +258,7 @@ def main() -> None:
         raw = RawServer()
         try:
             emit("server.transfer_size", total_mib, "MiB")
-            trio.run(transfers, server.url, raw.url, total_mib * MIB, rounds)
+            trio.run(transfers, server.url, raw.url, total_mib * MIB, rounds, Path(scratch))
             trio.run(small_files, server.url, 1000, 100)
             trio.run(event_latency, server.url, commits)
         finally:

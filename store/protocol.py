@@ -1385,6 +1385,15 @@ class RecordStreamParser(Generic[IdT]):
             offset = _STREAM_HEADER.size
             self._started = True
         buffer = self._buffer
+        with memoryview(buffer) as view:  # payloads are copied once, out of this view
+            offset = self._parse(buffer, view, offset, records)
+        del buffer[:offset]  # cheap: CPython moves a bytearray's start, it does not copy
+        return records
+
+    def _parse(
+        self, buffer: bytearray, view: memoryview, offset: int, records: list[Record[IdT]]
+    ) -> int:
+        """Parse whole records from ``offset``; the offset after the last one."""
         while offset < len(buffer):
             tag = buffer[offset]
             if tag == _TAG_END:
@@ -1405,12 +1414,11 @@ class RecordStreamParser(Generic[IdT]):
             end = offset + _RECORD_HEAD.size + length
             if end > len(buffer):
                 break
-            payload = bytes(buffer[offset + _RECORD_HEAD.size : end]) if tag == _TAG_DATA else None
+            payload = bytes(view[offset + _RECORD_HEAD.size : end]) if tag == _TAG_DATA else None
             records.append(Record(self._id_type(raw_id), payload))
             self._count += 1
             offset = end
-        del buffer[:offset]
-        return records
+        return offset
 
     def _check_header(self) -> None:
         magic, version, kind, reserved = _STREAM_HEADER.unpack_from(self._buffer)
