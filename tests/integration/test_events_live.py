@@ -64,6 +64,7 @@ def test_a_commit_reaches_the_other_device_and_no_stranger(server_process: Serve
                         await trio.sleep(0.01)
                 await trio.sleep(0.3)
                 nursery.cancel_scope.cancel()
+            assert reply.head is not None
             assert phone_events == [
                 protocol.Event(namespace_id=home, head=reply.head, sequence=reply.sequence)
             ]
@@ -81,6 +82,7 @@ def test_reconnect_with_last_event_id_skips_what_was_seen(server_process: Server
             data = b"x\n"
             await writer.upload_chunks(home, [(chunk_id_of(data), encode_frame(data))])
             first = await writer.apply_ops(home, put("one.txt", data))
+            assert first.head is not None
 
             async def first_event(last_event_id: str | None) -> protocol.Event | None:
                 with trio.move_on_after(1.0):
@@ -97,6 +99,7 @@ def test_reconnect_with_last_event_id_skips_what_was_seen(server_process: Server
             assert await first_event(seen) is None
             # and a head that moved since is sent at once.
             second = await writer.apply_ops(home, put("two.txt", data))
+            assert second.head is not None
             assert (await first_event(seen)) == protocol.Event(
                 namespace_id=home, head=second.head, sequence=second.sequence
             )

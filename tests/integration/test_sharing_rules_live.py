@@ -12,6 +12,7 @@ import trio
 
 from boxfs.remote import Remote
 from store import protocol
+from store.errors import NotFoundError
 from store.frames import decode_frame, encode_frame
 from store.ids import ChunkId, CommitId, NamespaceId, TreeId, chunk_id_of, content_hash_of
 from store.objects import ChunkRef, EntryKind, FileEntry, decode_commit, decode_tree
@@ -148,9 +149,9 @@ def test_a_second_user_can_neither_read_nor_write_the_first_users_namespace(
                 ),
             ]
             for attempt in attempts:
-                with pytest.raises(protocol.NotFoundError):
+                with pytest.raises(NotFoundError):
                     await attempt
-            with pytest.raises(protocol.NotFoundError):
+            with pytest.raises(NotFoundError):
                 async for _record in other.download_chunks(home, [chunk]):
                     pass
             # Knowing the chunk id is not enough: through their own namespace the other
