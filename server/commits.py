@@ -62,7 +62,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from server import audit
 from server import db as tables
 from server.auth import Caller
-from server.namespaces import require_role
+from server.namespaces import referenced_objects, require_role
 from server.state import ServerState, now_ns
 from store import protocol
 from store.chunking import ChunkStream
@@ -260,31 +260,11 @@ def _batched(items: Sequence[T], size: int = SQL_BATCH) -> Iterator[Sequence[T]]
         yield items[start : start + size]
 
 
-def held_objects(
-    connection: sa.Connection, namespace_id: NamespaceId, object_ids: Iterable[bytes], kind: str
-) -> set[bytes]:
-    """Those of ``object_ids`` the namespace has a ``namespace_objects`` row for, of
-    ``kind`` (``"c"`` chunk, ``"t"`` tree)."""
-    table = tables.namespace_objects
-    wanted = sorted(set(object_ids))
-    found: set[bytes] = set()
-    for batch in _batched(wanted):
-        rows = connection.execute(
-            sa.select(table.c.object_id).where(
-                table.c.namespace_id == bytes(namespace_id),
-                table.c.kind == kind,
-                table.c.object_id.in_(batch),
-            )
-        )
-        found.update(bytes(row.object_id) for row in rows)
-    return found
-
-
 def authorized_chunks(
     connection: sa.Connection, namespace_id: NamespaceId, chunk_ids: Iterable[ChunkId]
 ) -> set[ChunkId]:
     """Those of ``chunk_ids`` this namespace holds (uploaded into it, or referenced)."""
-    held = held_objects(connection, namespace_id, (bytes(c) for c in chunk_ids), "c")
+    held = referenced_objects(connection, namespace_id, (bytes(c) for c in chunk_ids), "c")
     return {ChunkId(raw) for raw in held}
 
 

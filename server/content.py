@@ -40,7 +40,13 @@ from server import db as tables
 from server.auth import Caller, caller, server_state
 from server.blobstore import BlobStore
 from server.db import Database
-from server.namespaces import Role, head_of, list_namespaces, require_role
+from server.namespaces import (
+    Role,
+    head_of,
+    list_namespaces,
+    referenced_objects,
+    require_role,
+)
 from server.routing import chunk_id_param, endpoint, namespace_id_param
 from server.state import ServerState, now_ns
 from store import protocol
@@ -94,24 +100,6 @@ def _id_slices(ids: Iterable[bytes]) -> Iterator[list[bytes]]:
         yield unique[start : start + _IN_CLAUSE_IDS]
 
 
-def referenced(
-    connection: sa.Connection, namespace_id: NamespaceId, ids: Iterable[bytes], kind: str
-) -> set[bytes]:
-    """Those of ``ids`` the namespace references as ``kind`` (``namespace_objects`` rows)."""
-    table = tables.namespace_objects
-    found: set[bytes] = set()
-    for part in _id_slices(ids):
-        rows = connection.execute(
-            sa.select(table.c.object_id).where(
-                table.c.namespace_id == bytes(namespace_id),
-                table.c.kind == kind,
-                table.c.object_id.in_(part),
-            )
-        )
-        found.update(bytes(row.object_id) for row in rows)
-    return found
-
-
 def missing_chunks(
     database: Database, namespace_id: NamespaceId, user_id: int, ids: Sequence[ChunkId]
 ) -> list[ChunkId]:
@@ -119,7 +107,7 @@ def missing_chunks(
     the server holds only for other namespaces is missing here: it must be uploaded."""
     with database.read() as connection:
         require_role(connection, namespace_id, user_id, "editor")
-        held = referenced(connection, namespace_id, ids, _CHUNK)
+        held = referenced_objects(connection, namespace_id, ids, _CHUNK)
     return [chunk_id for chunk_id in dict.fromkeys(ids) if chunk_id not in held]
 
 
@@ -133,7 +121,7 @@ def readable_chunks(
     record of the download (one per batch, written with the authorization decision)."""
     with database.write() as connection:
         require_role(connection, namespace_id, who.user_id, "viewer")
-        readable = referenced(connection, namespace_id, ids, _CHUNK)
+        readable = referenced_objects(connection, namespace_id, ids, _CHUNK)
         plain_bytes = _plain_bytes(connection, readable)
         served = sum(1 for chunk_id in ids if chunk_id in readable)
         audit.append(

@@ -30,7 +30,6 @@ from server.commits import (
     Plan,
     PlanContext,
     StoredCommit,
-    held_objects,
     rejected,
     request_digest,
     retained_commit,
@@ -38,7 +37,7 @@ from server.commits import (
     run_commit,
 )
 from server.db import Database
-from server.namespaces import require_role
+from server.namespaces import referenced_objects, require_role
 from server.routing import endpoint, namespace_id_param
 from server.state import ServerState
 from store import protocol
@@ -193,8 +192,8 @@ def plan_restore(context: PlanContext, path: protocol.DrivePath, commit_id: Comm
     connection, namespace_id = context.connection, context.namespace_id
     chunks = {bytes(chunk_id) for chunk_id in plan.referenced_chunks}
     tree_ids = {bytes(tree_id) for tree_id in plan.referenced_trees}
-    if held_objects(connection, namespace_id, chunks, "c") != chunks or (
-        held_objects(connection, namespace_id, tree_ids, "t") != tree_ids
+    if referenced_objects(connection, namespace_id, chunks, "c") != chunks or (
+        referenced_objects(connection, namespace_id, tree_ids, "t") != tree_ids
     ):  # retention dropped that commit meanwhile and GC took its objects
         raise NotFoundError("commit", commit_id.hex())
     return plan

@@ -5,18 +5,11 @@ In-process through ``TestClient``, with the ``Drive`` harness of ``test_commits`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from fastapi.testclient import TestClient
 from httpx import Response
 
-from server.app import create_app
-from server.settings import Settings
 from store import protocol
 from store.ids import CommitId, NamespaceId
-from tests.server.test_commits import (
+from tests.server.drive import (
     Drive,
     User,
     delete,
@@ -27,17 +20,6 @@ from tests.server.test_commits import (
     setattr_op,
     statuses,
 )
-
-
-@pytest.fixture
-def drive(tmp_path: Path) -> Iterator[Drive]:
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as client:
-        yield Drive(client)
-
-
-@pytest.fixture
-def alice(drive: Drive) -> User:
-    return drive.register("alice", "laptop")
 
 
 def versions(

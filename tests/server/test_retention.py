@@ -8,38 +8,24 @@ for the test), and GC runs are given a ``now`` in the future to let the grace pe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
 from server import commits, retention
 from server import db as tables
-from server.app import create_app
 from server.retention import CommitTime, collect_garbage, commits_to_keep, thin
 from server.settings import DAY_S, HOUR_S, RetentionPolicy, Settings
 from server.state import ServerState
 from store import protocol
 from store.ids import ChunkId, CommitId, NamespaceId
-from tests.server.test_commits import Drive, User, delete, statuses
+from tests.server.drive import Drive, User, delete, statuses
 
 HOUR_NS = HOUR_S * 10**9
 DAY_NS = DAY_S * 10**9
-
-
-@pytest.fixture
-def drive(tmp_path: Path) -> Iterator[Drive]:
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as client:
-        yield Drive(client)
-
-
-@pytest.fixture
-def alice(drive: Drive) -> User:
-    return drive.register("alice", "laptop")
 
 
 def at(monkeypatch: pytest.MonkeyPatch, time_ns: int) -> None:

@@ -1,0 +1,24 @@
+"""Fixtures of the server tests: an in-process drive and its first user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+from tests.server.drive import Drive, User
+
+
+@pytest.fixture
+def drive(tmp_path: Path) -> Iterator[Drive]:
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as client:
+        yield Drive(client)
+
+
+@pytest.fixture
+def alice(drive: Drive) -> User:
+    return drive.register("alice", "laptop")
