@@ -151,6 +151,7 @@ class GcReport:
     chunks_removed: int = 0
     bytes_freed: int = 0
     replies_forgotten: int = 0
+    orphan_blobs_removed: int = 0  # blobs a crash left without a row
 
 
 def _reachable(
@@ -275,6 +276,28 @@ def _sweep_chunks(state: ServerState, cutoff_ns: int, report: GcReport) -> None:
             report.bytes_freed += sum(row.stored_bytes for row in doomed)
 
 
+def _sweep_orphan_blobs(state: ServerState, cutoff_ns: int, report: GcReport) -> None:
+    """Blobs with no ``chunks`` row, written before the grace period: a crash between an
+    upload's blob write and its rows left them. An upload in flight wrote its blob after
+    the cutoff, and one that wants an orphan's content writes the blob anew (its rows are
+    what it checks), so neither is touched."""
+    candidates = [bytes(chunk_id) for chunk_id in state.blobs.ids_older_than(cutoff_ns)]
+    for batch in _batched(candidates):
+        with state.db.write() as connection:
+            known = {
+                bytes(row.id)
+                for row in connection.execute(
+                    sa.select(tables.chunks.c.id).where(tables.chunks.c.id.in_(batch))
+                )
+            }
+            # Inside the transaction, as in _sweep_chunks: an upload recording one of these
+            # waits for it, then finds no row and writes the blob again.
+            for raw in batch:
+                if raw not in known:
+                    state.blobs.delete(ChunkId(raw))
+                    report.orphan_blobs_removed += 1
+
+
 def collect_garbage(state: ServerState, now_ns: int) -> GcReport:
     """Rebuild the object rows from the retained commits and delete what nothing needs
     (see the module docstring for the order and why it is safe). Blocking."""
@@ -290,6 +313,7 @@ def collect_garbage(state: ServerState, now_ns: int) -> GcReport:
         _rebuild_objects(state.db, namespace_id, cutoff_ns, now_ns, report)
     _sweep_trees(state.db, report)
     _sweep_chunks(state, cutoff_ns, report)
+    _sweep_orphan_blobs(state, cutoff_ns, report)
     with state.db.write() as connection:
         result = connection.execute(
             tables.idempotency.delete().where(

@@ -28,3 +28,6 @@ class BlobStore(Protocol):
 
     def ids(self) -> Iterator[ChunkId]:
         """Every stored id, in no particular order."""
+
+    def ids_older_than(self, cutoff_ns: int) -> Iterator[ChunkId]:
+        """The ids of blobs written before ``cutoff_ns`` (wall-clock nanoseconds)."""

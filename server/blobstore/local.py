@@ -63,6 +63,18 @@ class LocalBlobStore:
             if not path.name.startswith(_TEMP_PREFIX) and len(path.name) == 64:
                 yield ChunkId.from_hex(path.name)
 
+    def ids_older_than(self, cutoff_ns: int) -> Iterator[ChunkId]:
+        # A put renames a new file into place, so a blob's mtime is when it was written.
+        for path in self.root.glob("??/??/*"):
+            if path.name.startswith(_TEMP_PREFIX) or len(path.name) != 64:
+                continue
+            try:
+                written_ns = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if written_ns < cutoff_ns:
+                yield ChunkId.from_hex(path.name)
+
     def sweep_temp(self) -> int:
         """Remove temporary files a crash left behind; returns how many."""
         removed = 0

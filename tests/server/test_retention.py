@@ -21,7 +21,8 @@ from server.retention import CommitTime, collect_garbage, commits_to_keep, thin
 from server.settings import DAY_S, HOUR_S, RetentionPolicy, Settings
 from server.state import ServerState
 from store import protocol
-from store.ids import ChunkId, CommitId, NamespaceId
+from store.frames import encode_frame
+from store.ids import ChunkId, CommitId, NamespaceId, chunk_id_of
 from tests.server.drive import Drive, User, delete, statuses
 
 HOUR_NS = HOUR_S * 10**9
@@ -265,3 +266,26 @@ def test_run_retention_thins_every_namespace_then_collects(
     assert report.commits_thinned == 2
     assert len(retained(drive, ns)) == 1
     assert report.gc.namespaces == 1
+
+
+def test_gc_removes_blobs_a_crash_left_without_a_row_only_after_the_grace_period(
+    drive: Drive, alice: User
+) -> None:
+    state = drive.state
+    kept = drive.put(alice, alice.home, "kept.bin", b"committed and referenced")
+    drive.apply(alice, alice.home, [kept])
+    (kept_chunk,) = (ref.chunk_id for ref in kept.entry.chunks)
+    # A crash between an upload's blob write and its rows: a blob and nothing else.
+    orphan_data = b"written, then the server died"
+    orphan = chunk_id_of(orphan_data)
+    state.blobs.put(orphan, state.keyring.seal(orphan, encode_frame(orphan_data)))
+
+    report = collect_garbage(state, time.time_ns())
+    assert report.orphan_blobs_removed == 0
+    assert state.blobs.exists(orphan)  # young: it may be an upload in flight
+
+    report = collect_garbage(state, time.time_ns() + 2 * DAY_NS)
+    assert report.orphan_blobs_removed == 1
+    assert not state.blobs.exists(orphan)
+    assert state.blobs.exists(kept_chunk)
+    assert drive.read(alice.home, "kept.bin") == b"committed and referenced"
