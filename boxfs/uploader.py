@@ -1,0 +1,688 @@
+"""The uploader: drains one namespace's journal to the server, in order, in batches.
+
+Owns the loop that turns journal entries into ``apply_ops`` requests. Each round:
+
+1. Resend the batch in flight, if any (persisted with its key by an earlier round or an
+   earlier process): the same key and the same bytes, after making sure the server holds
+   every chunk its puts name. The server answers a key it has seen with its stored reply,
+   so a batch whose reply was lost is applied exactly once.
+2. Wait for work (``nudge``) and a short quiet period, so a burst of appends (an untar)
+   becomes a few large batches instead of thousands of small ones. A full batch goes at
+   once; a partial one waits while nudges keep coming (at most ``max_delay_s``).
+3. Take up to ``batch_max_ops`` of the oldest pending entries. For each put of a file, cut
+   and hash its staged file in a worker thread (``store.chunking.ChunkStream``: only the
+   chunk list stays in memory), ask the server which chunks it lacks, re-read just those
+   and upload their frames, a bounded group at a time, framing the next group while the
+   previous one travels. Build the protocol ops, persist key and request
+   (``Journal.assign_batch``), send, and ``Journal.complete`` with the reply.
+4. After the reply, discard the staged files no entry names any more (``Staging.discard``);
+   a put the server rejected keeps its content under ``rejected/`` first.
+
+Failures never end ``run`` (S3QL lost a mount to one failing upload task: DESIGN.md §7).
+An unreachable server (``protocol.UnavailableError``) marks the uploader offline; any other
+failure is logged and reported in ``last_error``; both are retried with exponential backoff
+(``backoff_min_s`` doubling to ``backoff_max_s``) from the journal, so nothing is lost or
+reordered. An entry that can never be sent (its staged file vanished, which is a bug; or an
+op the protocol refuses to build) is dropped with a recorded rejection, not retried forever.
+
+Who calls it: the mount starts one ``run`` per namespace in its root nursery; the
+filesystem calls ``nudge`` (on the trio loop) after each append; ``boxfs sync`` and
+unmount await ``wait_idle``; ``boxfs status`` reads ``progress``. Blocking work (SQLite,
+reading, hashing and compressing staged files) goes through ``trio.to_thread.run_sync``
+with the ``limiter`` the mount passes in.
+
+Must not: reorder entries, hold a whole file in memory, or know about FUSE.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Final, ParamSpec, TypeVar
+
+import blake3
+import pydantic
+import trio
+
+from boxfs.journal import (
+    InFlightBatch,
+    Journal,
+    JournalEntry,
+    PendingDelete,
+    PendingMkdir,
+    PendingMove,
+    PendingPut,
+    PendingSetattr,
+)
+from boxfs.remote import Remote
+from boxfs.staging import FileTooLargeError, StagedFileMissingError, Staging, StagingError
+from store import protocol
+from store.chunking import CHUNK_MIN_BYTES, ChunkStream
+from store.errors import FormatError
+from store.frames import encode_frame
+from store.ids import ChunkId, ContentHash, NamespaceId
+from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind, FileEntry
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# Plaintext bytes framed and uploaded per request group: bounds the frames in memory (one
+# group travelling, one being framed) well under the protocol's body limit.
+UPLOAD_GROUP_BYTES: Final = 16 * 1024 * 1024
+# A batch stops taking entries once its JSON would pass this estimate (the protocol allows
+# MAX_JSON_BODY_BYTES; one huge file alone may still need more than this).
+BATCH_BODY_BUDGET_BYTES: Final = 32 * 1024 * 1024
+# One thread call scans staged files until it has read this much (or a single bigger file).
+SCAN_CALL_BYTES: Final = 64 * 1024 * 1024
+_JSON_BYTES_PER_OP: Final = 512
+_JSON_BYTES_PER_CHUNK: Final = 110
+# Codes of the rejections the uploader records itself (never sent to the server).
+STAGED_MISSING_CODE: Final = "staged_missing"
+INVALID_OP_CODE: Final = "invalid_op"
+TOO_LARGE_CODE: Final = "file_too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadProgress:
+    """A snapshot for ``boxfs status`` and ``boxfs sync``.
+
+    ``bytes_to_upload`` is the size of the staged files the journal still names (an upper
+    bound: chunks the server holds already are not sent). ``last_sync_time`` is the wall
+    time (``time.time()``) of the last batch the server confirmed. ``last_error`` is the
+    last failure since then (cleared by a confirmed batch)."""
+
+    pending_ops: int
+    bytes_to_upload: int
+    last_sync_time: float | None
+    last_error: str | None
+    online: bool
+    bytes_sent: int  # frame bytes uploaded by this uploader since it started
+
+
+@dataclass(frozen=True, slots=True)
+class _ScannedFile:
+    """A staged file as cut: its chunk list, and where each chunk starts in the file."""
+
+    staged: str
+    chunks: tuple[ChunkRef, ...]
+    offsets: tuple[int, ...]
+    content_hash: ContentHash
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ChunkJob:
+    staged: str
+    offset: int
+    length: int
+    chunk_id: ChunkId
+
+
+class StagedFileChangedError(StagingError):
+    """A staged file's bytes are not the chunk it was cut into moments ago: someone wrote
+    to a frozen staged file (a bug). The round is retried from a fresh cut."""
+
+    def __init__(self, name: str, offset: int) -> None:
+        self.name = name
+        self.offset = offset
+        super().__init__(f"staged file {name} changed under the uploader (at offset {offset})")
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``[exc]``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def new_idempotency_key() -> str:
+    """32 characters of base64url: the protocol's idempotency key alphabet."""
+    return secrets.token_urlsafe(24)
+
+
+# --- blocking work (worker threads) --------------------------------------------------------
+
+
+def _scan(staging: Staging, name: str) -> _ScannedFile:
+    """Cut and hash a staged file, keeping only the chunk list."""
+    with staging.open_read(name) as stream:
+        data = stream.read(CHUNK_MIN_BYTES)
+        if len(data) < CHUNK_MIN_BYTES:
+            # The format's rule, without the chunker's set-up cost: a file under the
+            # minimum is one chunk (none if empty), and its content hash is that chunk's id.
+            digest = blake3.blake3(data).digest()
+            chunks = (ChunkRef(ChunkId(digest), len(data)),) if data else ()
+            return _ScannedFile(name, chunks, (0,) if data else (), ContentHash(digest), len(data))
+        stream.seek(0)
+        pieces = ChunkStream(stream)
+        refs: list[ChunkRef] = []
+        offsets: list[int] = []
+        for piece in pieces:
+            if piece.offset + piece.length > MAX_FILE_BYTES:
+                raise FileTooLargeError(piece.offset + piece.length)
+            refs.append(ChunkRef(piece.chunk_id, piece.length))
+            offsets.append(piece.offset)
+        return _ScannedFile(name, tuple(refs), tuple(offsets), pieces.content_hash, pieces.size)
+
+
+def _scan_many(
+    staging: Staging, names: Sequence[str]
+) -> list[_ScannedFile | StagedFileMissingError | FileTooLargeError]:
+    """Scan a prefix of ``names`` (at least one, then until ``SCAN_CALL_BYTES`` are read),
+    so many small files cost one thread hop and a big one does not hold up the loop."""
+    results: list[_ScannedFile | StagedFileMissingError | FileTooLargeError] = []
+    scanned_bytes = 0
+    for name in names:
+        if results and scanned_bytes >= SCAN_CALL_BYTES:
+            break
+        try:
+            scanned = _scan(staging, name)
+        except (StagedFileMissingError, FileTooLargeError) as exc:
+            results.append(exc)
+            continue
+        results.append(scanned)
+        scanned_bytes += scanned.size
+    return results
+
+
+def _frame_group(staging: Staging, jobs: Sequence[_ChunkJob]) -> list[tuple[ChunkId, bytes]]:
+    """Re-read the chunks of ``jobs`` from their staged files, check them, frame them."""
+    frames: list[tuple[ChunkId, bytes]] = []
+    streams: dict[str, BinaryIO] = {}
+    try:
+        for job in jobs:
+            stream = streams.get(job.staged)
+            if stream is None:
+                stream = streams[job.staged] = staging.open_read(job.staged)
+            stream.seek(job.offset)
+            data = stream.read(job.length)
+            if len(data) != job.length or blake3.blake3(data).digest() != job.chunk_id:
+                raise StagedFileChangedError(job.staged, job.offset)
+            frames.append((job.chunk_id, encode_frame(data)))
+    finally:
+        for stream in streams.values():
+            stream.close()
+    return frames
+
+
+def _staged_bytes(journal: Journal, staging: Staging, namespace_id: NamespaceId) -> int:
+    total = 0
+    for name in journal.staged_names(namespace_id):
+        try:
+            total += staging.size_of(name)
+        except StagedFileMissingError:
+            continue  # reported (and dropped) when its turn comes
+    return total
+
+
+def _groups(jobs: Sequence[_ChunkJob]) -> list[list[_ChunkJob]]:
+    groups: list[list[_ChunkJob]] = []
+    current: list[_ChunkJob] = []
+    current_bytes = 0
+    for job in jobs:
+        if current and (
+            current_bytes + job.length > UPLOAD_GROUP_BYTES
+            or len(current) >= protocol.MAX_IDS_PER_REQUEST
+        ):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(job)
+        current_bytes += job.length
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _jobs_for(
+    files: Sequence[_ScannedFile], missing: set[ChunkId], wanted: set[ChunkId] | None = None
+) -> list[_ChunkJob]:
+    """One job per missing chunk (its first occurrence), in file order."""
+    jobs: list[_ChunkJob] = []
+    taken: set[ChunkId] = set()
+    for scanned in files:
+        for ref, offset in zip(scanned.chunks, scanned.offsets, strict=True):
+            if ref.chunk_id in missing and ref.chunk_id not in taken:
+                if wanted is not None and ref.chunk_id not in wanted:
+                    continue
+                taken.add(ref.chunk_id)
+                jobs.append(_ChunkJob(scanned.staged, offset, ref.length, ref.chunk_id))
+    return jobs
+
+
+# --- building ops --------------------------------------------------------------------------
+
+
+def _xattr_models(xattrs: tuple[tuple[bytes, bytes], ...]) -> tuple[protocol.XattrModel, ...]:
+    return tuple(protocol.XattrModel(name=name, value=value) for name, value in xattrs)
+
+
+def build_op(
+    op: PendingPut | PendingMkdir | PendingMove | PendingDelete | PendingSetattr,
+    scanned: _ScannedFile | None,
+    base: ContentHash | None,
+) -> protocol.PutOp | protocol.MkdirOp | protocol.MoveOp | protocol.DeleteOp | protocol.SetattrOp:
+    """The protocol op for a journal op (``scanned``: the cut staged file of a file put;
+    ``base``: the resolved base of a put or delete). Raises ``FormatError`` or pydantic's
+    ``ValidationError`` for an op the protocol refuses."""
+    match op:
+        case PendingPut():
+            attrs = op.attrs
+            if op.kind is EntryKind.FILE:
+                assert scanned is not None
+                entry = FileEntry(
+                    name=op.path.name, kind=EntryKind.FILE, mode=attrs.mode, uid=attrs.uid,
+                    gid=attrs.gid, size=scanned.size, mtime_ns=attrs.mtime_ns,
+                    xattrs=attrs.xattrs, chunks=scanned.chunks,
+                    content_hash=scanned.content_hash,
+                )  # fmt: skip
+            else:
+                entry = FileEntry(
+                    name=op.path.name, kind=op.kind, mode=attrs.mode, uid=attrs.uid,
+                    gid=attrs.gid, size=len(op.target), mtime_ns=attrs.mtime_ns,
+                    xattrs=attrs.xattrs, target=op.target,
+                )  # fmt: skip
+            return protocol.PutOp(path=op.path, entry=protocol.entry_to_model(entry), base=base)
+        case PendingMkdir():
+            attrs = op.attrs
+            model = protocol.AttrsModel(
+                mode=attrs.mode, uid=attrs.uid, gid=attrs.gid, mtime_ns=attrs.mtime_ns,
+                xattrs=_xattr_models(attrs.xattrs),
+            )  # fmt: skip
+            return protocol.MkdirOp(path=op.path, attrs=model)
+        case PendingMove():
+            return protocol.MoveOp(src=op.src, dst=op.dst)
+        case PendingDelete():
+            return protocol.DeleteOp(path=op.path, base=base)
+        case PendingSetattr():
+            changes = op.changes
+            xattrs = None if changes.xattrs is None else _xattr_models(changes.xattrs)
+            setattr_model = protocol.SetattrModel(
+                mode=changes.mode, uid=changes.uid, gid=changes.gid, mtime_ns=changes.mtime_ns,
+                xattrs=xattrs,
+            )  # fmt: skip
+            return protocol.SetattrOp(path=op.path, attrs=setattr_model)
+
+
+def _is_file_put(entry: JournalEntry) -> bool:
+    return isinstance(entry.op, PendingPut) and entry.op.kind is EntryKind.FILE
+
+
+@dataclass
+class _Built:
+    """A batch being built: the entries it carries, their ops, and the files cut."""
+
+    entries: list[JournalEntry]
+    ops: list[protocol.PutOp | protocol.MkdirOp | protocol.MoveOp | protocol.DeleteOp
+              | protocol.SetattrOp]  # fmt: skip
+    files: list[_ScannedFile]
+    content_hashes: dict[int, ContentHash]
+    body_estimate: int = 0
+
+
+# --- the uploader --------------------------------------------------------------------------
+
+
+class Uploader:
+    def __init__(
+        self,
+        journal: Journal,
+        staging: Staging,
+        remote: Remote,
+        namespace_id: NamespaceId,
+        limiter: trio.CapacityLimiter,
+        *,
+        batch_max_ops: int = 500,
+        quiet_s: float = 0.2,
+        max_delay_s: float = 2.0,
+        backoff_min_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+    ) -> None:
+        if not 1 <= batch_max_ops <= protocol.MAX_OPS_PER_BATCH:
+            raise ValueError(f"batch_max_ops must be in 1..{protocol.MAX_OPS_PER_BATCH}")
+        self.journal = journal
+        self.staging = staging
+        self.remote = remote
+        self.namespace_id = namespace_id
+        self.limiter = limiter
+        self.batch_max_ops = batch_max_ops
+        self.quiet_s = quiet_s
+        self.max_delay_s = max(max_delay_s, quiet_s)
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = max(backoff_max_s, backoff_min_s)
+        self._work = trio.Event()
+        self._nudges = 0
+        self._settled_nudges = 0  # the nudge count when the writes last settled
+        self._changed = trio.Event()  # set (and replaced) whenever entries leave the journal
+        self._online = True
+        self._last_error: str | None = None
+        self._last_sync_time: float | None = None
+        self._bytes_sent = 0
+
+    # --- the public face -----------------------------------------------------------------------
+
+    def nudge(self) -> None:
+        """New entries were appended: upload them after the quiet period. Call on the loop."""
+        self._nudges += 1
+        self._work.set()
+
+    async def wait_idle(self) -> None:
+        """Return once the journal holds nothing for this namespace (pending or in flight).
+        Waits as long as it takes (the server may be down): bound it with a trio timeout.
+        Needs ``run`` going in some task."""
+        while True:
+            changed = self._changed  # taken before the count, so no change is missed
+            if await self._thread(self.journal.count, self.namespace_id) == 0:
+                return
+            self._work.set()  # wake an idle uploader (not new work: no quiet period)
+            await changed.wait()
+
+    async def progress(self) -> UploadProgress:
+        pending_ops = await self._thread(self.journal.count, self.namespace_id)
+        to_upload = await self._thread(_staged_bytes, self.journal, self.staging, self.namespace_id)
+        return UploadProgress(
+            pending_ops=pending_ops,
+            bytes_to_upload=to_upload,
+            last_sync_time=self._last_sync_time,
+            last_error=self._last_error,
+            online=self._online,
+            bytes_sent=self._bytes_sent,
+        )
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    async def run(self) -> None:
+        """Upload until cancelled. Starts with whatever the journal holds (an earlier
+        mount's work); never returns otherwise, whatever fails."""
+        delay_s = self.backoff_min_s
+        while True:
+            try:
+                await self._drain()
+            except Exception as exc:  # noqa: BLE001  (the loop must outlive any failure)
+                delay_s = max(delay_s, self._after_failure(exc, delay_s))
+            else:
+                delay_s = self.backoff_min_s
+                await self._wait_for_work()
+                continue
+            await trio.sleep(delay_s)
+            delay_s = min(delay_s * 2, self.backoff_max_s)
+
+    # --- states --------------------------------------------------------------------------------
+
+    def _after_failure(self, exc: Exception, delay_s: float) -> float:
+        """Report a failed round; the delay before the next one."""
+        # A failure inside a nursery (the upload pipeline) arrives wrapped in a group.
+        leaves = _leaves(exc)
+        unavailable = next((e for e in leaves if isinstance(e, protocol.UnavailableError)), None)
+        if unavailable is not None:
+            if self._online:
+                _log.warning("server unreachable, uploads wait in the journal: %s", unavailable)
+            self._online = False
+            self._last_error = f"offline: {unavailable.message}"
+            return delay_s
+        leaf = leaves[0]
+        self._last_error = f"{type(leaf).__name__}: {leaf}"
+        if isinstance(leaf, protocol.RateLimitedError):
+            _log.warning("the server asks to slow down: %s", leaf.message)
+            return leaf.retry_after_s or delay_s
+        _log.error("upload round failed; retrying in %.1f s", delay_s, exc_info=exc)
+        return delay_s
+
+    def _reached_server(self) -> None:
+        if not self._online:
+            _log.info("server reachable again, uploading")
+        self._online = True
+
+    def _entries_left(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _thread(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def call() -> T:
+            return function(*args, **kwargs)
+
+        return await trio.to_thread.run_sync(call, limiter=self.limiter)
+
+    async def _wait_for_work(self) -> None:
+        """Until something is nudged or woken, then until the writes settle."""
+        await self._work.wait()
+        self._work = trio.Event()
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Until no nudge came for ``quiet_s``, at most ``max_delay_s``, or until a whole
+        batch worth of nudges arrived: a burst of writes becomes a few full batches."""
+        start_nudges = self._nudges
+        with trio.move_on_after(self.max_delay_s):
+            while self._nudges - start_nudges < self.batch_max_ops:
+                seen = self._nudges
+                await trio.sleep(self.quiet_s)
+                if self._nudges == seen:
+                    break
+        self._settled_nudges = self._nudges
+
+    # --- one round -------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Resend what is in flight, then send pending entries until none is left."""
+        for batch in await self._thread(self.journal.batches_in_flight, self.namespace_id):
+            await self._resend(batch)
+        while True:
+            entries = await self._thread(
+                self.journal.pending, self.namespace_id, self.batch_max_ops
+            )
+            if not entries:
+                return
+            if len(entries) < self.batch_max_ops and self._nudges != self._settled_nudges:
+                # Writes arrived while the last batch travelled: the burst may not be over,
+                # so a partial batch waits for it to settle (a full one goes at once).
+                await self._settle()
+                continue
+            await self._send_new(entries)
+
+    async def _send_new(self, entries: list[JournalEntry]) -> None:
+        built = await self._build(entries)
+        if not built.ops:
+            return  # every entry was dropped (recorded); the next round takes the rest
+        await self._upload_missing(built.files)
+        key = new_idempotency_key()
+        batch = protocol.OpsBatch(idempotency_key=key, ops=tuple(built.ops))
+        body = batch.model_dump_json().encode()
+        seqs = [entry.seq for entry in built.entries]
+        await self._thread(
+            self.journal.assign_batch, self.namespace_id, seqs, key, body, built.content_hashes
+        )
+        reply = await self.remote.apply_ops(self.namespace_id, batch)
+        self._reached_server()
+        await self._finish(key, built.entries, reply)
+
+    async def _resend(self, batch: InFlightBatch) -> None:
+        """Send a persisted batch again, as it was, once its chunks are on the server."""
+        request = protocol.OpsBatch.model_validate_json(batch.body)
+        if len(request.ops) != len(batch.entries):
+            raise FormatError(f"batch {batch.key}: {len(request.ops)} ops for "
+                              f"{len(batch.entries)} entries")  # fmt: skip
+        needed: dict[ChunkId, None] = {}
+        for op in request.ops:
+            if isinstance(op, protocol.PutOp):
+                needed.update((ref.chunk_id, None) for ref in op.entry.chunks)
+        missing = set(await self.remote.missing_chunks(self.namespace_id, list(needed)))
+        self._reached_server()
+        if missing:
+            files: list[_ScannedFile] = []
+            for entry, op in zip(batch.entries, request.ops, strict=True):
+                if not (_is_file_put(entry) and isinstance(op, protocol.PutOp)):
+                    continue
+                assert isinstance(entry.op, PendingPut) and entry.op.staged is not None
+                sent = tuple(ChunkRef(ref.chunk_id, ref.length) for ref in op.entry.chunks)
+                if not missing & {ref.chunk_id for ref in sent}:
+                    continue
+                scanned = await self._scan_for_resend(entry.op.staged)
+                if scanned is not None and scanned.chunks == sent:
+                    files.append(scanned)
+                else:
+                    _log.error(
+                        "batch %s: the staged file of %r no longer holds what was sent;"
+                        " the server will refuse that put",
+                        batch.key,
+                        bytes(entry.op.path),
+                    )
+            await self._upload_missing(files, missing)
+        reply = await self.remote.apply_ops(self.namespace_id, request)
+        self._reached_server()
+        await self._finish(batch.key, list(batch.entries), reply)
+
+    async def _scan_for_resend(self, name: str) -> _ScannedFile | None:
+        try:
+            return await self._thread(_scan, self.staging, name)
+        except (StagedFileMissingError, FileTooLargeError):
+            return None
+
+    async def _build(self, entries: list[JournalEntry]) -> _Built:
+        """Cut the staged files and build the ops for a prefix of ``entries``; entries that
+        can never be sent are dropped (recorded) on the way."""
+        built = _Built(entries=[], ops=[], files=[], content_hashes={})
+        base_seqs = [
+            entry.op.base_seq
+            for entry in entries
+            if isinstance(entry.op, PendingPut | PendingDelete) and entry.op.base_seq is not None
+        ]
+        known = await self._thread(self.journal.put_hashes, base_seqs) if base_seqs else {}
+        to_scan: deque[str] = deque(
+            entry.op.staged
+            for entry in entries
+            if isinstance(entry.op, PendingPut) and _is_file_put(entry) and entry.op.staged
+        )
+        scans: deque[_ScannedFile | StagedFileMissingError | FileTooLargeError] = deque()
+        for entry in entries:
+            if built.ops and built.body_estimate > BATCH_BODY_BUDGET_BYTES:
+                break
+            scanned: _ScannedFile | None = None
+            if _is_file_put(entry):
+                if not scans:
+                    scans.extend(await self._thread(_scan_many, self.staging, list(to_scan)))
+                to_scan.popleft()
+                outcome = scans.popleft()
+                if isinstance(outcome, StagedFileMissingError):
+                    _log.error("journal entry %d: %s; dropping the put", entry.seq, outcome)
+                    await self._reject(entry, STAGED_MISSING_CODE, str(outcome))
+                    continue
+                if isinstance(outcome, FileTooLargeError):
+                    await self._reject(entry, TOO_LARGE_CODE, str(outcome), preserve=True)
+                    continue
+                scanned = outcome
+            base: ContentHash | None = None
+            if isinstance(entry.op, PendingPut | PendingDelete):
+                base = entry.op.base
+                if entry.op.base_seq is not None:
+                    base = built.content_hashes.get(
+                        entry.op.base_seq, known.get(entry.op.base_seq, base)
+                    )
+            try:
+                op = build_op(entry.op, scanned, base)
+            except (FormatError, pydantic.ValidationError) as exc:
+                _log.error("journal entry %d cannot be sent: %s", entry.seq, exc)
+                await self._reject(entry, INVALID_OP_CODE, str(exc), preserve=True)
+                continue
+            built.entries.append(entry)
+            built.ops.append(op)
+            built.body_estimate += _JSON_BYTES_PER_OP
+            if scanned is not None:
+                built.files.append(scanned)
+                built.content_hashes[entry.seq] = scanned.content_hash
+                built.body_estimate += _JSON_BYTES_PER_CHUNK * len(scanned.chunks)
+        return built
+
+    async def _reject(
+        self, entry: JournalEntry, code: str, message: str, *, preserve: bool = False
+    ) -> None:
+        local_copy: str | None = None
+        op = entry.op
+        if preserve and isinstance(op, PendingPut) and op.staged is not None:
+            local_copy = str(await self._thread(self.staging.preserve, op.staged))
+        unreferenced = await self._thread(
+            self.journal.reject, entry.seq, code, message[: protocol.MAX_OP_MESSAGE_CHARS],
+            local_copy=local_copy,
+        )  # fmt: skip
+        await self._discard(unreferenced)
+        self._entries_left()
+
+    async def _upload_missing(
+        self, files: Sequence[_ScannedFile], missing: set[ChunkId] | None = None
+    ) -> None:
+        """Upload the chunks of ``files`` the server lacks (asking it, unless ``missing``
+        is given), framing one group in a thread while the previous one travels."""
+        if not files:
+            return
+        if missing is None:
+            ids = list(dict.fromkeys(ref.chunk_id for f in files for ref in f.chunks))
+            missing = set(await self.remote.missing_chunks(self.namespace_id, ids))
+            self._reached_server()
+        groups = _groups(_jobs_for(files, missing))
+        if not groups:
+            return
+        send_channel, receive_channel = trio.open_memory_channel[list[tuple[ChunkId, bytes]]](1)
+
+        async def frame_all() -> None:
+            async with send_channel:
+                for group in groups:
+                    frames = await self._thread(_frame_group, self.staging, group)
+                    await send_channel.send(frames)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(frame_all)
+            async with receive_channel:
+                async for frames in receive_channel:
+                    await self.remote.upload_chunks(self.namespace_id, frames)
+                    self._reached_server()
+                    self._bytes_sent += sum(len(frame) for _, frame in frames)
+
+    async def _finish(
+        self, key: str, entries: list[JournalEntry], reply: protocol.OpsBatchResponse
+    ) -> None:
+        """Record the server's reply: keep rejected puts' content, complete the batch,
+        discard the staged files nothing names any more."""
+        if len(reply.results) != len(entries):
+            raise protocol.InternalError(
+                f"batch {key}: {len(reply.results)} results for {len(entries)} ops"
+            )
+        local_copies: dict[int, str] = {}
+        for entry, result in zip(entries, reply.results, strict=True):
+            op = entry.op
+            if result.status != "rejected" or not isinstance(op, PendingPut) or not op.staged:
+                continue
+            _log.warning(
+                "the server refused the put of %r (%s: %s); its content is kept",
+                bytes(op.path), result.code, result.message,
+            )  # fmt: skip
+            try:
+                local_copies[entry.seq] = str(await self._thread(self.staging.preserve, op.staged))
+            except StagedFileMissingError:
+                _log.error("journal entry %d: staged file %s is gone", entry.seq, op.staged)
+        unreferenced = await self._thread(
+            self.journal.complete, key, reply.results, local_copies=local_copies
+        )
+        await self._discard(unreferenced)
+        self._last_sync_time = time.time()
+        self._last_error = None
+        self._entries_left()
+
+    async def _discard(self, names: list[str]) -> None:
+        if names:
+            await self._thread(_discard_all, self.staging, names)
+
+
+def _discard_all(staging: Staging, names: Sequence[str]) -> None:
+    for name in names:
+        staging.discard(name)

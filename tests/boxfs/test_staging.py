@@ -1,0 +1,120 @@
+"""Staged files: unique names, positional I/O, the size limit, pin/discard, preserve, and a
+sweep that removes only what no journal entry names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from boxfs.journal import FileAttrs, Journal, PendingPut
+from boxfs.staging import FileTooLargeError, StagedFileMissingError, Staging
+from store.ids import NamespaceId
+from store.objects import MAX_FILE_BYTES
+from store.protocol import DrivePath
+
+HOME = NamespaceId(bytes(16))
+ATTRS = FileAttrs(mode=0o644, uid=0, gid=0, mtime_ns=0)
+
+
+def staged_with(staging: Staging, data: bytes) -> str:
+    with staging.new() as staged:
+        staged.write_at(0, data)
+        return staged.name
+
+
+def test_new_staged_files_have_unique_hex_names_and_read_back(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    names = {staged_with(staging, b"x" * i) for i in range(50)}
+    assert len(names) == 50
+    assert all(len(name) == 32 and int(name, 16) >= 0 for name in names)
+    assert staging.names() == names
+    with staging.new() as staged:
+        staged.write_at(5, b"world")
+        staged.write_at(0, b"hello")
+        assert staged.read_at(0, 10) == b"helloworld"
+        assert staged.size() == 10
+        staged.truncate(3)
+        staged.fsync()
+        name = staged.name
+    assert staging.path_of(name).read_bytes() == b"hel"
+    assert staging.size_of(name) == 3
+    assert os.stat(staging.path_of(name)).st_mode & 0o777 == 0o600
+    staging.fsync(name)
+    with staging.open(name) as again:
+        assert again.read_at(0, 100) == b"hel"
+
+
+def test_sizes_over_the_format_maximum_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    with staging.new() as staged:
+        staged.truncate(MAX_FILE_BYTES)  # the maximum itself is fine (and sparse)
+        with pytest.raises(FileTooLargeError) as caught:
+            staged.truncate(10**15)
+        assert caught.value.size_bytes == 10**15
+        assert caught.value.limit_bytes == MAX_FILE_BYTES
+        with pytest.raises(FileTooLargeError):
+            staged.write_at(MAX_FILE_BYTES, b"x")
+        assert staged.size() == MAX_FILE_BYTES
+        # Sparse: the maximum size costs no disk blocks.
+        assert os.fstat(staged.fileno()).st_blocks == 0
+
+
+def test_sweep_removes_only_staged_files_no_journal_entry_names(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    journaled = [staged_with(staging, b"kept %d" % i) for i in range(3)]
+    leftovers = [staged_with(staging, b"crash leftover %d" % i) for i in range(4)]
+    pinned = staged_with(staging, b"still being written")
+    staging.pin(pinned)
+    staging.preserve(journaled[0])  # a preserved copy is not a staged file
+    (staging.directory / "notes.txt").write_text("not ours")  # neither is anything else
+    with Journal(tmp_path / "journal.sqlite3") as journal:
+        for i, name in enumerate(journaled):
+            journal.append(HOME, PendingPut(DrivePath.from_bytes(b"f%d" % i), ATTRS, staged=name))
+        removed = staging.sweep(journal.staged_names())
+    assert removed == sorted(leftovers)
+    assert staging.names() == {*journaled, pinned}
+    assert (staging.rejected_directory / journaled[0]).read_bytes() == b"kept 0"
+    assert (staging.directory / "notes.txt").exists()
+
+
+def test_discard_waits_for_the_last_unpin(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    name = staged_with(staging, b"content")
+    staging.pin(name)
+    staging.pin(name)
+    staging.discard(name)
+    assert staging.exists(name)
+    staging.unpin(name)
+    assert staging.exists(name)
+    staging.unpin(name)
+    assert not staging.exists(name)
+    other = staged_with(staging, b"other")
+    staging.discard(other)
+    assert not staging.exists(other)
+    staging.discard(other)  # twice is fine
+    with pytest.raises(ValueError, match="not pinned"):
+        staging.unpin(other)
+
+
+def test_preserve_keeps_the_content_after_the_staged_file_goes(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    name = staged_with(staging, b"refused by the server")
+    kept = staging.preserve(name)
+    assert staging.preserve(name) == kept  # idempotent
+    staging.discard(name)
+    assert kept.read_bytes() == b"refused by the server"
+    with pytest.raises(StagedFileMissingError):
+        staging.preserve(name)
+    with pytest.raises(StagedFileMissingError):
+        staging.open_read(name)
+    with pytest.raises(StagedFileMissingError):
+        staging.size_of(name)
+
+
+def test_names_that_are_not_staged_names_are_refused(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    for bad in ("../x", "A" * 32, "a" * 31, ""):
+        with pytest.raises(ValueError, match="staged file name"):
+            staging.path_of(bad)
