@@ -1,0 +1,207 @@
+"""The offset -> chunk mapping of ``boxfs.fetcher``: which chunk pieces make up a byte range.
+
+Pure functions, no server: every edge a read can hit (the first byte, chunk boundaries, the
+last byte, past the end, nothing at all, an empty file) and a brute-force comparison. Then
+``Fetcher.read`` over a cache that holds the chunks, with no server to ask (the network
+paths are pinned against a real server in tests/integration/test_fetcher_live.py).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import trio
+
+from boxfs.fetcher import MAX_READ_BYTES, ChunkSlice, Fetcher, chunk_starts, slices_for_range
+from boxfs.remote import Remote
+from store.cache import ObjectCache, ObjectKind
+from store.frames import encode_frame
+from store.ids import ChunkId, NamespaceId, chunk_id_of, content_hash_of
+from store.objects import ChunkRef, EntryKind, FileEntry
+
+LENGTHS = (100, 50, 1, 200)  # a file of 351 bytes; the 1-byte chunk makes boundaries tight
+
+
+def refs(*lengths: int) -> tuple[ChunkRef, ...]:
+    return tuple(
+        ChunkRef(ChunkId(bytes([index]) * 32), length) for index, length in enumerate(lengths)
+    )
+
+
+STARTS = chunk_starts(refs(*LENGTHS))
+
+
+def test_chunk_starts_lists_each_chunks_offset_then_the_file_size() -> None:
+    assert list(STARTS) == [0, 100, 150, 151, 351]
+    assert list(chunk_starts(())) == [0]
+
+
+def test_a_range_inside_one_chunk_is_one_piece() -> None:
+    assert slices_for_range(STARTS, 10, 20) == [ChunkSlice(0, 10, 30)]
+    assert slices_for_range(STARTS, 0, 100) == [ChunkSlice(0, 0, 100)]
+
+
+def test_a_range_starting_exactly_at_a_chunk_boundary_starts_in_that_chunk() -> None:
+    assert slices_for_range(STARTS, 100, 50) == [ChunkSlice(1, 0, 50)]
+    assert slices_for_range(STARTS, 150, 1) == [ChunkSlice(2, 0, 1)]
+    assert slices_for_range(STARTS, 151, 10) == [ChunkSlice(3, 0, 10)]
+
+
+def test_a_range_ending_exactly_at_a_chunk_boundary_does_not_touch_the_next_chunk() -> None:
+    assert slices_for_range(STARTS, 90, 10) == [ChunkSlice(0, 90, 100)]
+    assert slices_for_range(STARTS, 0, 150) == [ChunkSlice(0, 0, 100), ChunkSlice(1, 0, 50)]
+
+
+def test_a_range_across_chunks_takes_a_piece_of_each() -> None:
+    assert slices_for_range(STARTS, 99, 53) == [
+        ChunkSlice(0, 99, 100),
+        ChunkSlice(1, 0, 50),
+        ChunkSlice(2, 0, 1),
+        ChunkSlice(3, 0, 1),
+    ]
+
+
+def test_the_last_byte_is_the_last_piece_of_the_last_chunk() -> None:
+    assert slices_for_range(STARTS, 350, 1) == [ChunkSlice(3, 199, 200)]
+
+
+def test_a_range_past_the_end_is_cut_at_the_end() -> None:
+    assert slices_for_range(STARTS, 340, 1000) == [ChunkSlice(3, 189, 200)]
+    assert slices_for_range(STARTS, 0, 10**18) == [
+        ChunkSlice(0, 0, 100),
+        ChunkSlice(1, 0, 50),
+        ChunkSlice(2, 0, 1),
+        ChunkSlice(3, 0, 200),
+    ]
+
+
+def test_a_range_at_or_past_the_end_or_of_no_bytes_has_no_pieces() -> None:
+    assert slices_for_range(STARTS, 351, 10) == []
+    assert slices_for_range(STARTS, 10**15, 10) == []
+    assert slices_for_range(STARTS, 0, 0) == []
+    assert slices_for_range(STARTS, 120, 0) == []
+
+
+def test_an_empty_file_has_no_pieces() -> None:
+    assert slices_for_range(chunk_starts(()), 0, 4096) == []
+
+
+def test_a_negative_offset_or_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        slices_for_range(STARTS, -1, 10)
+    with pytest.raises(ValueError, match="non-negative"):
+        slices_for_range(STARTS, 0, -1)
+
+
+def test_pieces_match_slicing_the_whole_file_for_random_layouts_and_ranges() -> None:
+    rng = random.Random(4)
+    for _ in range(300):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 12))]
+        content = bytes(rng.randrange(256) for _ in range(sum(lengths)))
+        chunks, position = [], 0
+        for length in lengths:
+            chunks.append(content[position : position + length])
+            position += length
+        starts = chunk_starts(refs(*lengths))
+        offset = rng.randint(0, len(content) + 5)
+        size = rng.randint(0, len(content) + 5)
+        pieces = slices_for_range(starts, offset, size)
+        assert (
+            b"".join(chunks[p.index][p.start : p.stop] for p in pieces)
+            == content[offset : offset + size]
+        )
+        assert all(0 <= p.start < p.stop <= lengths[p.index] for p in pieces)
+        indexes = [p.index for p in pieces]
+        assert indexes == sorted(set(indexes))  # each chunk once, in file order
+        assert not indexes or indexes == list(range(indexes[0], indexes[-1] + 1))
+
+
+# --------------------------------------------------------------------------------------
+# Fetcher.read from the cache alone
+
+
+def file_of(pieces: list[bytes]) -> FileEntry:
+    content = b"".join(pieces)
+    return FileEntry(
+        name=b"f", kind=EntryKind.FILE, mode=0o644, uid=0, gid=0, size=len(content),
+        mtime_ns=0, chunks=tuple(ChunkRef(chunk_id_of(p), len(p)) for p in pieces),
+        content_hash=content_hash_of(content),
+    )  # fmt: skip
+
+
+def test_cached_chunks_are_read_with_no_server_and_a_miss_needs_run(tmp_path: Path) -> None:
+    rng = random.Random(9)
+    pieces = [rng.randbytes(length) for length in (3000, 1, 5000, 2000)]
+    content = b"".join(pieces)
+    entry = file_of(pieces)
+    with ObjectCache.open(tmp_path / "cache", 1 << 20) as cache:
+        for piece in pieces[:3]:
+            cache.put(ObjectKind.FRAME, chunk_id_of(piece), encode_frame(piece))
+
+        async def main() -> None:
+            # Nothing listens on the discard port: any request would fail.
+            async with Remote("http://127.0.0.1:9") as remote:
+                fetcher = Fetcher(remote, NamespaceId(bytes(16)), cache, trio.CapacityLimiter(2))
+                for offset, size in [(0, 3001), (2999, 3), (10, 7990), (3001, 0), (0, 8001)]:
+                    assert (
+                        await fetcher.read(entry, offset, size) == content[offset : offset + size]
+                    )
+                assert await fetcher.read(entry, len(content), 10) == b""
+                with pytest.raises(RuntimeError, match="run"):
+                    await fetcher.read(entry, 8001, 1)  # the fourth chunk is not cached
+                assert fetcher.stats().chunks_downloaded == 0
+
+        trio.run(main)
+
+
+def test_a_read_holding_more_than_the_maximum_is_refused(tmp_path: Path) -> None:
+    big = FileEntry(
+        name=b"big", kind=EntryKind.FILE, mode=0o644, uid=0, gid=0, size=2 * MAX_READ_BYTES,
+        mtime_ns=0, chunks=(ChunkRef(ChunkId(bytes(32)), 2 * MAX_READ_BYTES),),
+        content_hash=content_hash_of(b"not read"),
+    )  # fmt: skip
+    with ObjectCache.open(tmp_path / "cache", 1 << 20) as cache:
+
+        async def main() -> None:
+            async with Remote("http://127.0.0.1:9") as remote:
+                fetcher = Fetcher(remote, NamespaceId(bytes(16)), cache, trio.CapacityLimiter(2))
+                with pytest.raises(ValueError, match="over"):
+                    await fetcher.read(big, 0, MAX_READ_BYTES + 1)
+                with pytest.raises(ValueError, match="non-negative"):
+                    await fetcher.read(big, -1, 10)
+                # Asking for more than the file holds is fine: the read ends at its end.
+                assert await fetcher.read(big, 2 * MAX_READ_BYTES, 1 << 40) == b""
+
+        trio.run(main)
+
+
+def test_plaintexts_kept_in_memory_stay_within_their_bound(tmp_path: Path) -> None:
+    pieces = [bytes([index]) * length for index, length in enumerate((3000, 5000, 100))]
+    entry = file_of(pieces)
+    with ObjectCache.open(tmp_path / "cache", 1 << 20) as cache:
+        for piece in pieces:
+            cache.put(ObjectKind.FRAME, chunk_id_of(piece), encode_frame(piece))
+
+        async def main() -> None:
+            async with Remote("http://127.0.0.1:9") as remote:
+                fetcher = Fetcher(
+                    remote, NamespaceId(bytes(16)), cache, trio.CapacityLimiter(2),
+                    recent_plaintext_bytes=5100,
+                )  # fmt: skip
+                await fetcher.read(entry, 0, 10)  # chunk 0 from the cache, kept
+                await fetcher.read(entry, 5, 10)  # from memory
+                assert (fetcher.stats().chunk_cache_hits, fetcher.stats().chunk_memory_hits) == (
+                    1,
+                    1,
+                )
+                await fetcher.read(entry, 3000, 5100)  # chunks 1 and 2 push chunk 0 out
+                await fetcher.read(entry, 8000, 100)  # chunk 2 still in memory
+                await fetcher.read(entry, 0, 10)  # chunk 0 from the cache again
+                assert (fetcher.stats().chunk_cache_hits, fetcher.stats().chunk_memory_hits) == (
+                    4,
+                    2,
+                )
+
+        trio.run(main)
