@@ -1,0 +1,1260 @@
+"""The filesystem model: one namespace as a POSIX tree of inodes, kernel-free.
+
+Owns the view the mount shows: the namespace's head tree, fetched lazily directory by
+directory through the ``Fetcher``, plus an in-memory overlay of local changes the server
+has not confirmed (new, changed, moved and removed entries, open files and their staged
+content), the inode table (numbers handed out on first lookup, never reused), directory
+and file handles, and the read-only ``/.versions`` tree of retained commits.
+
+Every change is applied to the overlay at once and journaled (``boxfs.journal``) before
+the call returns, then the uploader is nudged: a burst of metadata changes never waits
+for the server. File content is copied on write into a staged file (``boxfs.staging``)
+at the first write or truncate (the whole current content is copied then: from the
+fetcher for a file as committed, hole-preserving from the staged file for one written
+earlier in this mount); after the last release, or an fsync, the staged file is frozen
+and journaled as one put.
+
+Must not: import pyfuse3 (``boxfs.fuse_ops`` translates ``FsError`` to ``FUSEError``),
+talk to the server other than through the ``Fetcher`` (trees, chunks) and ``Remote.head``,
+``commits`` and ``log`` (the start and ``.versions``), call SQLite, staged-file I/O or
+anything blocking on the loop (it goes through ``trio.to_thread.run_sync`` with the
+``limiter``), or hold anything proportional to a file's size (a sparse truncate to
+10^11 bytes is one ``ftruncate`` of the staged file).
+
+Who calls it: the FUSE adapter's request handlers, as trio tasks on the mount's one loop.
+All state lives on that loop and is touched only between awaits; metadata changes hold
+``_lock`` (a trio lock) from their checks through the journal append to the overlay
+update, so concurrent requests never see a half-made change.
+
+Decisions the adapter relies on:
+- ``open`` returns ``keep_cache=True`` only for a file whose content is the committed one
+  (served by content hash through the fetcher, so the kernel's page cache stays valid);
+  ``False`` for a file opened for writing or holding local (staged) content.
+- ``readdir`` counts a lookup for every entry it returns (readdirplus does in the kernel):
+  an over-count (a page asked for twice) only keeps an inode in the table longer; numbers
+  are never reused. ``forget`` to zero takes an inode out of the table, and an unchanged
+  directory nobody references drops its listing (fetched again on the next lookup), so
+  memory follows what the kernel holds, not the drive.
+- Content is copied on the first write or truncate of a file (not at open), the whole
+  file at once (from the fetcher, or hole-preserving from an earlier staged file);
+  ``O_TRUNC`` copies nothing.
+- ``fsync`` journals the file's content now and fsyncs its staged file: it survives a
+  crash or power cut and will be uploaded; it does not wait for the server.
+- ``start`` replays the journal's entries (an earlier mount's unconfirmed changes) onto
+  the head, so they show; call it before ``uploader.run`` starts.
+
+Known limits: the view is the head as of ``start`` plus local changes (other devices'
+changes are not merged in yet: ``take_invalidations`` stays empty); ``start`` needs the
+server (no offline start); a file written here keeps its staged file pinned while its node
+lives; a truncate of a closed file is journaled at once as a put (a sparse 10^11-byte
+file truncated while closed is chunked as zeros by the uploader even if deleted right
+after: the journal never merges entries; truncated while open and unlinked before the
+last release, nothing is journaled); new entries take the mount's uid/gid (the caller's ids are not
+passed in); hard links always raise ``FsError(EPERM)``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final, ParamSpec, TypeVar
+
+import trio
+
+from boxfs.errors import BoxfsError
+from boxfs.fetcher import Fetcher
+from boxfs.journal import (
+    AttrChanges,
+    FileAttrs,
+    Journal,
+    JournalError,
+    PendingDelete,
+    PendingMkdir,
+    PendingMove,
+    PendingOp,
+    PendingPut,
+    PendingSetattr,
+)
+from boxfs.remote import Remote
+from boxfs.staging import StagedFile, Staging, StagingError
+from boxfs.uploader import Uploader
+from store import protocol
+from store.errors import FormatError, IntegrityError, NotFoundError, StoreError
+from store.ids import ContentHash, NamespaceId, TreeId
+from store.objects import (
+    EMPTY_TREE,
+    MAX_FILE_BYTES,
+    MAX_NAME_BYTES,
+    MAX_SYMLINK_TARGET_BYTES,
+    MAX_XATTR_NAME_BYTES,
+    MAX_XATTR_VALUE_BYTES,
+    MAX_XATTRS_TOTAL_BYTES,
+    EntryKind,
+    FileEntry,
+    decode_commit,
+)
+from store.protocol import DrivePath
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+ROOT_INODE: Final = 1
+VERSIONS_NAME: Final = b".versions"
+RENAME_NOREPLACE: Final = 1
+RENAME_EXCHANGE: Final = 2
+BLOCK_SIZE: Final = 4096
+READDIR_PAGE: Final = 256
+"""Entries one ``readdir`` call returns at most."""
+COPY_PIECE_BYTES: Final = 8 * 1024 * 1024
+"""Bytes copied per step when a committed file is copied into its staged file."""
+MAX_READ_BYTES: Final = 4 * 1024 * 1024
+"""The most one ``read`` returns (the kernel asks for at most 1 MiB)."""
+_STATFS_BLOCKS: Final = (1 << 40) // BLOCK_SIZE
+_DIR_SIZE: Final = 4096
+_TYPE_BITS: Final = {
+    EntryKind.FILE: stat.S_IFREG,
+    EntryKind.DIR: stat.S_IFDIR,
+    EntryKind.SYMLINK: stat.S_IFLNK,
+    EntryKind.FIFO: stat.S_IFIFO,
+    EntryKind.SOCKET: stat.S_IFSOCK,
+}
+
+
+class FsError(BoxfsError):
+    """A filesystem request fails with ``errno`` (the adapter raises ``FUSEError(errno)``)."""
+
+    def __init__(self, errno_value: int, message: str = "") -> None:
+        self.errno = errno_value
+        super().__init__(message or os.strerror(errno_value))
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """What getattr/lookup/create/mkdir/... return."""
+
+    inode: int
+    mode: int  # full st_mode: file type bits | permission bits
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    rdev: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    blocks: int  # 512-byte blocks
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatFs:
+    block_size: int
+    blocks: int
+    blocks_free: int
+    files: int
+    files_free: int
+    name_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """Something the kernel may cache that changed behind its back: an inode's data and
+    attributes (``name is None``) or a name in the directory ``inode``."""
+
+    inode: int
+    name: bytes | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Node:
+    """One entry of the view. A directory's ``children`` is ``None`` until materialized
+    (then its tree ``tree_id`` has been fetched); a file's content is, in order of
+    precedence, its open ``stage``, its frozen ``staged`` file, or the committed
+    ``entry``."""
+
+    kind: EntryKind
+    name: bytes
+    parent: _Node | None
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+    target: bytes = b""
+    entry: FileEntry | None = None  # committed file content
+    tree_id: TreeId | None = None  # committed directory content
+    children: dict[bytes, _Node] | None = None
+    readonly: bool = False  # under .versions
+    remote: bool = False  # the server has (or the journal will give it) this path
+    base: ContentHash | None = None  # content hash this device last saw (files)
+    base_seq: int | None = None  # the seq of this file's latest pending put
+    staged: str | None = None  # frozen staged file (pinned by this node)
+    stage: StagedFile | None = None  # open, writable staged file (pinned by this node)
+    reader: StagedFile | None = None  # ``staged`` opened for reading
+    dirty: bool = False  # ``stage`` holds changes not journaled
+    writers: int = 0
+    handles: int = 0
+    lookups: int = 0
+    inode: int = 0
+    detached: bool = False  # unlinked, or replaced by a rename
+    broken: bool = False  # integrity failure: reads give EIO
+    versions_root: bool = False
+    rdev: int = 0
+    changed: bool = False  # differs from its committed entry (a directory: its listing)
+
+
+@dataclass(slots=True)
+class _FileHandle:
+    node: _Node
+    writable: bool
+
+
+@dataclass(slots=True)
+class _DirHandle:
+    node: _Node
+    names: list[bytes] = field(default_factory=list)
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _check_name(name: bytes) -> None:
+    if len(name) > MAX_NAME_BYTES:
+        raise FsError(errno.ENAMETOOLONG)
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise FsError(errno.EINVAL)
+
+
+def _check_size(size: int) -> None:
+    if size < 0:
+        raise FsError(errno.EINVAL)
+    if size > MAX_FILE_BYTES:
+        raise FsError(errno.EFBIG)
+
+
+def version_names(times_ns: list[int]) -> list[str]:
+    """Directory names for commits at ``times_ns`` (oldest first): their UTC second as
+    ``YYYY-MM-DDTHH-MM-SSZ``, the second and later commit of one second with ``.2``, ``.3``
+    ... (so a name, once given, stays the same when newer commits arrive)."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for time_ns in times_ns:
+        base = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(time_ns // 1_000_000_000))
+        count = seen.get(base, 0) + 1
+        seen[base] = count
+        names.append(base if count == 1 else f"{base}.{count}")
+    return names
+
+
+def _set_attrs(node: _Node, attrs: FileAttrs) -> None:
+    node.mode, node.uid, node.gid, node.xattrs = attrs.mode, attrs.uid, attrs.gid, attrs.xattrs
+    node.mtime_ns = node.ctime_ns = attrs.mtime_ns
+
+
+def _apply_changes(node: _Node, changes: AttrChanges) -> None:
+    node.changed = True
+    if changes.mode is not None:
+        node.mode = changes.mode
+    if changes.uid is not None:
+        node.uid = changes.uid
+    if changes.gid is not None:
+        node.gid = changes.gid
+    if changes.mtime_ns is not None:
+        node.mtime_ns = changes.mtime_ns
+    if changes.xattrs is not None:
+        node.xattrs = changes.xattrs
+    node.ctime_ns = _now_ns()
+
+
+def _stage_of(node: _Node) -> StagedFile | None:
+    """``node.stage`` read afresh after an await (where another task may have set it)."""
+    return node.stage
+
+
+def _check_replace(node: _Node, replaced: _Node, flags: int, replaced_empty: bool) -> None:
+    """rename(2)'s rules for ``node`` taking the place of ``replaced``."""
+    if flags & RENAME_NOREPLACE:
+        raise FsError(errno.EEXIST)
+    if node.kind is EntryKind.DIR and replaced.kind is not EntryKind.DIR:
+        raise FsError(errno.ENOTDIR)
+    if node.kind is not EntryKind.DIR and replaced.kind is EntryKind.DIR:
+        raise FsError(errno.EISDIR)
+    if not replaced_empty:
+        raise FsError(errno.ENOTEMPTY)
+
+
+def _copy_sparse(source: str, target: int, size: int) -> None:
+    """Copy the data extents of ``source`` into the open ``target`` fd (holes stay holes),
+    then set its size: time and space follow the data, never the logical size."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        position = 0
+        while position < size:
+            try:
+                start = os.lseek(fd, position, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            while start < end:
+                data = os.pread(fd, min(COPY_PIECE_BYTES, end - start), start)
+                if not data:
+                    break
+                os.pwrite(target, data, start)
+                start += len(data)
+            position = end
+        os.ftruncate(target, size)
+    finally:
+        os.close(fd)
+
+
+class FileSystemModel:
+    """The view of one namespace: see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        namespace_id: NamespaceId,
+        remote: Remote,
+        fetcher: Fetcher,
+        journal: Journal,
+        staging: Staging,
+        uploader: Uploader,
+        limiter: trio.CapacityLimiter,
+        uid: int,
+        gid: int,
+        preserve_ownership: bool = False,
+    ) -> None:
+        self._namespace_id = namespace_id
+        self._remote = remote
+        self._fetcher = fetcher
+        self._journal = journal
+        self._staging = staging
+        self._uploader = uploader
+        self._limiter = limiter
+        self._uid = uid
+        self._gid = gid
+        self._preserve = preserve_ownership
+        self._lock = trio.Lock()
+        now = _now_ns()
+        self._root = _Node(
+            kind=EntryKind.DIR, name=b"", parent=None, mode=0o755, uid=uid, gid=gid, size=0,
+            mtime_ns=now, ctime_ns=now, tree_id=EMPTY_TREE.id, remote=True,
+        )  # fmt: skip
+        self._versions = _Node(
+            kind=EntryKind.DIR, name=VERSIONS_NAME, parent=self._root, mode=0o555, uid=uid,
+            gid=gid, size=0, mtime_ns=now, ctime_ns=now, readonly=True, versions_root=True,
+        )  # fmt: skip
+        self._root.inode = ROOT_INODE
+        self._next_inode = ROOT_INODE + 1
+        self._inodes: dict[int, _Node] = {ROOT_INODE: self._root}
+        self._next_fh = 1
+        self._files: dict[int, _FileHandle] = {}
+        self._dirs: dict[int, _DirHandle] = {}
+        self._invalidations: list[Invalidation] = []
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _thread(self, function: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
+        def call() -> _T:
+            return function(*args, **kw)
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def _ino(self, node: _Node) -> int:
+        if not node.inode:
+            node.inode = self._next_inode
+            self._next_inode += 1
+        self._inodes[node.inode] = node
+        return node.inode
+
+    def _node(self, inode: int) -> _Node:
+        node = self._inodes.get(inode)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    def _attr(self, node: _Node) -> Attr:
+        inode = self._ino(node)
+        mode = node.mode & ~0o222 if node.readonly else node.mode
+        if node.kind is EntryKind.DIR:
+            size = _DIR_SIZE
+        elif node.kind is EntryKind.SYMLINK:
+            size = len(node.target)
+        else:
+            size = node.size
+        uid, gid = (node.uid, node.gid) if self._preserve else (self._uid, self._gid)
+        return Attr(
+            inode=inode, mode=_TYPE_BITS[node.kind] | mode,
+            nlink=2 if node.kind is EntryKind.DIR else (0 if node.detached else 1),
+            uid=uid, gid=gid, size=size, rdev=node.rdev, atime_ns=node.mtime_ns,
+            mtime_ns=node.mtime_ns, ctime_ns=node.ctime_ns, blocks=(size + 511) // 512,
+        )  # fmt: skip
+
+    def _path(self, node: _Node) -> DrivePath:
+        names: list[bytes] = []
+        current: _Node | None = node
+        while current is not None and current.parent is not None:
+            names.append(current.name)
+            current = current.parent
+        try:
+            return DrivePath(reversed(names))
+        except (FormatError, protocol.ProtocolError) as exc:
+            raise FsError(errno.ENAMETOOLONG) from exc
+
+    def _child_path(self, directory: _Node, name: bytes) -> DrivePath:
+        if directory.parent is None:
+            return DrivePath([name])
+        try:
+            return self._path(directory).child(name)
+        except (FormatError, protocol.ProtocolError) as exc:
+            raise FsError(errno.ENAMETOOLONG) from exc
+
+    def _node_from_entry(self, entry: FileEntry, parent: _Node) -> _Node:
+        return _Node(
+            kind=entry.kind, name=entry.name, parent=parent, mode=entry.mode, uid=entry.uid,
+            gid=entry.gid, size=entry.size, mtime_ns=entry.mtime_ns, ctime_ns=entry.mtime_ns,
+            xattrs=entry.xattrs, target=entry.target,
+            entry=entry if entry.kind is EntryKind.FILE else None, tree_id=entry.tree_id,
+            readonly=parent.readonly, remote=not parent.readonly, base=entry.content_hash,
+        )  # fmt: skip
+
+    async def _children(self, node: _Node) -> dict[bytes, _Node]:
+        """A directory's entries, fetching its tree the first time."""
+        if node.kind is not EntryKind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if node.versions_root and node.children is None:
+            await self._refresh_versions()
+        if node.children is not None:
+            return node.children
+        assert node.tree_id is not None
+        try:
+            tree = await self._fetcher.tree(node.tree_id)
+        except IntegrityError as exc:
+            _log.error("directory %r fails verification: %s", node.name, exc)
+            raise FsError(errno.EIO) from exc
+        except protocol.UnavailableError as exc:
+            raise FsError(errno.EIO) from exc
+        except (StoreError, protocol.ProtocolError) as exc:
+            _log.error("cannot fetch directory %r: %s", node.name, exc)
+            raise FsError(errno.EIO) from exc
+        if node.children is None:  # nobody else materialized it meanwhile
+            node.children = {
+                entry.name: self._node_from_entry(entry, node)
+                for entry in tree
+                if not (node is self._root and entry.name == VERSIONS_NAME)
+            }
+        return node.children
+
+    async def _refresh_versions(self) -> None:
+        """(Re)list the retained commits as ``.versions`` entries (names are stable)."""
+        commits: list[protocol.CommitInfo] = []
+        cursor: str | None = None
+        try:
+            while True:
+                page = await self._remote.log(
+                    self._namespace_id, cursor=cursor, limit=protocol.MAX_PAGE_SIZE
+                )
+                commits.extend(page.commits)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        except protocol.UnavailableError as exc:
+            if self._versions.children is not None:
+                return  # offline: keep the list we have
+            raise FsError(errno.EIO) from exc
+        except (StoreError, protocol.ProtocolError) as exc:
+            _log.error("cannot list versions: %s", exc)
+            raise FsError(errno.EIO) from exc
+        commits.reverse()  # oldest first
+        names = version_names([info.time_ns for info in commits])
+        old = self._versions.children or {}
+        fresh: dict[bytes, _Node] = {}
+        for info, text in reversed(list(zip(commits, names, strict=True))):
+            name = text.encode()
+            node = old.get(name)
+            if node is None or node.tree_id != info.root:
+                node = _Node(
+                    kind=EntryKind.DIR, name=name, parent=self._versions, mode=0o555,
+                    uid=self._uid, gid=self._gid, size=0, mtime_ns=info.time_ns,
+                    ctime_ns=info.time_ns, tree_id=info.root, readonly=True,
+                )  # fmt: skip
+            fresh[name] = node
+        self._versions.children = fresh
+
+    async def _child(self, parent: _Node, name: bytes) -> _Node:
+        _check_name(name)
+        if parent is self._root and name == VERSIONS_NAME:
+            return self._versions
+        node = (await self._children(parent)).get(name)
+        if node is None and parent.versions_root:  # perhaps a commit made since the listing
+            await self._refresh_versions()
+            node = (await self._children(parent)).get(name)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    def _check_writable(self, node: _Node) -> None:
+        if node.readonly or node.versions_root:
+            raise FsError(errno.EROFS)
+
+    def _writable_dir(self, inode: int) -> _Node:
+        node = self._node(inode)
+        self._check_writable(node)
+        if node.kind is not EntryKind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if node.detached:
+            raise FsError(errno.ENOENT)
+        return node
+
+    async def _append(self, *ops: PendingOp) -> list[int]:
+        try:
+            seqs = await self._thread(self._journal.append_many, self._namespace_id, ops)
+        except FormatError as exc:
+            raise FsError(errno.EINVAL, str(exc)) from exc
+        except (JournalError, OSError) as exc:
+            _log.error("cannot journal %s: %s", [type(op).__name__ for op in ops], exc)
+            raise FsError(errno.EIO) from exc
+        self._uploader.nudge()
+        return seqs
+
+    def _file_attrs(self, node: _Node) -> FileAttrs:
+        return FileAttrs(
+            mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns, xattrs=node.xattrs
+        )
+
+    def _new_node(self, parent: _Node, name: bytes, kind: EntryKind, mode: int) -> _Node:
+        now = _now_ns()
+        return _Node(
+            kind=kind, name=name, parent=parent, mode=mode & 0o7777, uid=self._uid,
+            gid=self._gid, size=0, mtime_ns=now, ctime_ns=now,
+            children={} if kind is EntryKind.DIR else None, changed=True,
+        )  # fmt: skip
+
+    async def _free_name(self, parent: _Node, name: bytes) -> dict[bytes, _Node]:
+        _check_name(name)
+        if parent is self._root and name == VERSIONS_NAME:
+            raise FsError(errno.EEXIST)
+        children = await self._children(parent)
+        if parent.detached:  # removed while this request waited for the lock
+            raise FsError(errno.ENOENT)
+        if name in children:
+            raise FsError(errno.EEXIST)
+        return children
+
+    def _journals_attrs(self, node: _Node) -> bool:
+        """Whether an attribute change needs its own setattr entry: not for the root (no
+        entry stores it: the change stays in memory), a path the server does not know yet,
+        or a file whose coming put carries the attributes."""
+        if node is self._root or not node.remote or node.detached:
+            return False
+        return not (node.dirty and node.writers)
+
+    def _touch(self, node: _Node) -> None:
+        node.mtime_ns = node.ctime_ns = _now_ns()
+        node.changed = True
+
+    # --- entries ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the head (or the empty tree) as the view, then replay the journal's entries
+        (an earlier mount's changes the server has not confirmed) onto it, so they show.
+
+        Call it once, before the uploader starts (so no staged file named by an entry is
+        discarded while this replays). Raises ``protocol.UnavailableError`` when the server
+        cannot be reached (there is no offline start yet)."""
+        head = await self._remote.head(self._namespace_id)
+        if head.head is not None:
+            raw = (await self._remote.commits(self._namespace_id, [head.head])).get(head.head)
+            if raw is None:
+                raise NotFoundError("head commit", str(head.head))
+            commit = await self._thread(decode_commit, raw, head.head)
+            self._root.tree_id = commit.root
+            self._root.mtime_ns = self._root.ctime_ns = commit.time_ns
+        self._root.children = None
+        batches = await self._thread(self._journal.batches_in_flight, self._namespace_id)
+        pending = await self._thread(self._journal.pending, self._namespace_id, 1 << 62)
+        async with self._lock:
+            for entry in [*(e for batch in batches for e in batch.entries), *pending]:
+                try:
+                    await self._replay(entry.seq, entry.op)
+                except (FsError, StagingError, FormatError, OSError) as exc:
+                    # Already applied on the server (a lost reply), or it will be rejected
+                    # there: the head shows what became of it.
+                    _log.info("journal entry %d not shown in the view: %s", entry.seq, exc)
+
+    async def _resolve(self, path: DrivePath) -> tuple[_Node, dict[bytes, _Node]]:
+        """The directory holding ``path`` and its entries (materialized)."""
+        node = self._root
+        for name in path.components[:-1]:
+            node = await self._child(node, name)
+        return node, await self._children(node)
+
+    async def _replay(self, seq: int, op: PendingOp) -> None:
+        """Apply one journal entry to the overlay (no journaling: it is there already)."""
+        match op:
+            case PendingPut():
+                await self._replay_put(seq, op)
+            case PendingMkdir():
+                parent, children = await self._resolve(op.path)
+                if op.path.name not in children:
+                    node = self._new_node(parent, op.path.name, EntryKind.DIR, op.attrs.mode)
+                    _set_attrs(node, op.attrs)
+                    node.remote = parent.changed = True
+                    children[op.path.name] = node
+            case PendingMove():
+                source_dir, sources = await self._resolve(op.src)
+                moved = sources.get(op.src.name)
+                if moved is None:
+                    raise FsError(errno.ENOENT)
+                target_dir, targets = await self._resolve(op.dst)
+                replaced = targets.get(op.dst.name)
+                if replaced is not None and replaced is not moved:
+                    self._detach(replaced)
+                del sources[op.src.name]
+                moved.name, moved.parent = op.dst.name, target_dir
+                targets[op.dst.name] = moved
+                moved.changed = target_dir.changed = source_dir.changed = True
+            case PendingDelete():
+                _, children = await self._resolve(op.path)
+                if (gone := children.get(op.path.name)) is not None:
+                    self._detach(gone)
+            case PendingSetattr():
+                _, children = await self._resolve(op.path)
+                changed = children.get(op.path.name)
+                if changed is None:
+                    raise FsError(errno.ENOENT)
+                _apply_changes(changed, op.changes)
+
+    async def _replay_put(self, seq: int, op: PendingPut) -> None:
+        parent, children = await self._resolve(op.path)
+        existing = children.get(op.path.name)
+        if existing is not None and existing.kind is EntryKind.DIR:
+            raise FsError(errno.EISDIR)
+        node = self._new_node(parent, op.path.name, op.kind, op.attrs.mode)
+        _set_attrs(node, op.attrs)
+        node.target, node.remote, node.base_seq = op.target, True, seq
+        node.base = existing.base if existing is not None else op.base
+        if op.staged is not None:
+            node.size = await self._thread(self._staging.size_of, op.staged)
+            self._staging.pin(op.staged)
+            node.staged = op.staged
+        if existing is not None:
+            self._detach(existing)
+        children[op.path.name] = node
+        parent.changed = True
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        node = await self._child(self._node(parent), name)
+        node.lookups += 1
+        return self._attr(node)
+
+    def forget(self, inode: int, nlookup: int) -> None:
+        node = self._inodes.get(inode)
+        if node is None or inode == ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - nlookup)
+        self._maybe_drop(node)
+        if node.lookups or node.handles:
+            return
+        # The kernel no longer knows the number: out of the table until the next lookup
+        # (a node keeps its number for life, and numbers are never reused).
+        self._inodes.pop(inode, None)
+        if node.children is not None and self._collapsible(node):
+            self._collapse(node)
+
+    def _collapsible(self, node: _Node) -> bool:
+        """Whether a materialized directory is exactly its committed tree, with nothing in
+        it the kernel knows or has open: then its listing can go and be fetched again."""
+        if node.changed or node.handles or node.tree_id is None or node.versions_root:
+            return False
+        for child in (node.children or {}).values():
+            if child.lookups or child.handles or child.changed:
+                return False
+            if child.children is not None and not self._collapsible(child):
+                return False
+        return True
+
+    def _collapse(self, node: _Node) -> None:
+        """Drop a collapsible directory's listing (memory stays bounded by what the kernel
+        holds); its children's inode numbers are retired, never reused."""
+        for child in (node.children or {}).values():
+            if child.children is not None:
+                self._collapse(child)
+            if child.inode:
+                self._inodes.pop(child.inode, None)
+        node.children = None
+
+    def _maybe_drop(self, node: _Node) -> None:
+        """A detached node: its content goes with its last handle, its inode with the
+        kernel's last reference (the number is never reused)."""
+        if node.handles or not node.detached:
+            return
+        self._drop_content(node)
+        if not node.lookups and node.inode:
+            self._inodes.pop(node.inode, None)
+
+    def _drop_content(self, node: _Node) -> None:
+        if node.handles:
+            return
+        if node.reader is not None:
+            node.reader.close()
+            node.reader = None
+        if node.stage is not None:
+            name = node.stage.name
+            node.stage.close()
+            node.stage = None
+            self._staging.remove(name)  # never journaled: nobody else needs it
+        if node.staged is not None:
+            self._staging.unpin(node.staged)
+            node.staged = None
+
+    async def getattr(self, inode: int) -> Attr:
+        return self._attr(self._node(inode))
+
+    async def setattr(
+        self,
+        inode: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+        fh: int | None = None,
+    ) -> Attr:
+        node = self._node(inode)
+        self._check_writable(node)
+        if size is not None:
+            if node.kind is EntryKind.DIR:
+                raise FsError(errno.EISDIR)
+            if node.kind is not EntryKind.FILE:
+                raise FsError(errno.EINVAL)
+            _check_size(size)
+            await self._truncate(node, size)
+        if not self._preserve:
+            uid = gid = None  # ownership is the mount's: chown is accepted and ignored
+        if mode is None and uid is None and gid is None and mtime_ns is None:
+            return self._attr(node)
+        try:
+            changes = AttrChanges(
+                mode=None if mode is None else mode & 0o7777, uid=uid, gid=gid, mtime_ns=mtime_ns
+            )
+        except FormatError as exc:
+            raise FsError(errno.EINVAL, str(exc)) from exc
+        async with self._lock:
+            if self._journals_attrs(node):
+                await self._append(PendingSetattr(self._path(node), changes))
+            _apply_changes(node, changes)
+        return self._attr(node)
+
+    async def readlink(self, inode: int) -> bytes:
+        node = self._node(inode)
+        if node.kind is not EntryKind.SYMLINK:
+            raise FsError(errno.EINVAL)
+        return node.target
+
+    # --- directories ------------------------------------------------------------------------
+
+    async def opendir(self, inode: int) -> int:
+        node = self._node(inode)
+        if node.versions_root:
+            await self._refresh_versions()
+        children = await self._children(node)
+        names = [name for name in children if not (node is self._root and name == VERSIONS_NAME)]
+        dh = self._next_fh
+        self._next_fh += 1
+        self._dirs[dh] = _DirHandle(node, names)
+        node.handles += 1
+        return dh
+
+    async def readdir(self, dh: int, start: int) -> list[tuple[bytes, Attr, int]]:
+        handle = self._dirs.get(dh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        children = handle.node.children or {}
+        page: list[tuple[bytes, Attr, int]] = []
+        index = start
+        while index < len(handle.names) and len(page) < READDIR_PAGE:
+            name = handle.names[index]
+            index += 1
+            node = children.get(name)
+            if node is not None:  # removed since opendir: skipped
+                node.lookups += 1
+                page.append((name, self._attr(node), index))
+        return page
+
+    async def releasedir(self, dh: int) -> None:
+        handle = self._dirs.pop(dh, None)
+        if handle is not None:
+            handle.node.handles -= 1
+            if handle.node.detached:
+                self._maybe_drop(handle.node)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int) -> Attr:
+        directory = self._writable_dir(parent)
+        async with self._lock:
+            children = await self._free_name(directory, name)
+            node = self._new_node(directory, name, EntryKind.DIR, mode)
+            await self._append(PendingMkdir(self._path(node), self._file_attrs(node)))
+            node.remote = True
+            children[name] = node
+            self._touch(directory)
+        node.lookups += 1
+        return self._attr(node)
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        directory = self._writable_dir(parent)
+        async with self._lock:
+            node = await self._child(directory, name)
+            self._check_writable(node)
+            if node.kind is not EntryKind.DIR:
+                raise FsError(errno.ENOTDIR)
+            if await self._children(node):
+                raise FsError(errno.ENOTEMPTY)
+            await self._append(PendingDelete(self._path(node)))
+            self._detach(node)
+            self._touch(directory)
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        directory = self._writable_dir(parent)
+        async with self._lock:
+            node = await self._child(directory, name)
+            self._check_writable(node)
+            if node.kind is EntryKind.DIR:
+                raise FsError(errno.EISDIR)
+            if node.remote:
+                await self._append(self._delete_op(node))
+            self._detach(node)
+            self._touch(directory)
+
+    def _delete_op(self, node: _Node) -> PendingDelete:
+        return PendingDelete(self._path(node), base=node.base, base_seq=node.base_seq)
+
+    def _detach(self, node: _Node) -> None:
+        """Take ``node`` out of its directory; open handles keep working."""
+        assert node.parent is not None and node.parent.children is not None
+        del node.parent.children[node.name]
+        node.parent.changed = True
+        node.detached = True
+        node.ctime_ns = _now_ns()
+        self._maybe_drop(node)
+
+    async def rename(
+        self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int
+    ) -> None:
+        if flags & ~RENAME_NOREPLACE:
+            raise FsError(errno.EINVAL)
+        source_dir = self._writable_dir(old_parent)
+        target_dir = self._writable_dir(new_parent)
+        _check_name(new)
+        if target_dir is self._root and new == VERSIONS_NAME:
+            raise FsError(errno.EROFS)
+        async with self._lock:
+            node = await self._child(source_dir, old)
+            self._check_writable(node)
+            targets = await self._children(target_dir)
+            if source_dir.detached or target_dir.detached:
+                raise FsError(errno.ENOENT)
+            replaced = targets.get(new)
+            if replaced is node:
+                return
+            ancestor: _Node | None = target_dir
+            while ancestor is not None:
+                if ancestor is node:
+                    raise FsError(errno.EINVAL)  # into its own subtree
+                ancestor = ancestor.parent
+            if replaced is not None:
+                empty = replaced.kind is not EntryKind.DIR or not await self._children(replaced)
+                _check_replace(node, replaced, flags, empty)
+            source_path = self._path(node)
+            destination = self._child_path(target_dir, new)
+            ops: list[PendingOp] = []
+            if node.remote:
+                ops.append(PendingMove(source_path, destination))
+            elif replaced is not None and replaced.remote:
+                ops.append(self._delete_op(replaced))  # the new file's put comes at release
+            if ops:
+                await self._append(*ops)
+            if replaced is not None:
+                self._detach(replaced)
+            assert source_dir.children is not None
+            del source_dir.children[node.name]
+            node.name = new
+            node.parent = target_dir
+            targets[new] = node
+            node.ctime_ns = _now_ns()
+            node.changed = True
+            self._touch(source_dir)
+            if target_dir is not source_dir:
+                self._touch(target_dir)
+
+    async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
+        directory = self._writable_dir(parent)
+        if len(target) > MAX_SYMLINK_TARGET_BYTES:
+            raise FsError(errno.ENAMETOOLONG)
+        if not target or b"\0" in target:
+            raise FsError(errno.EINVAL)
+        return await self._put_special(directory, name, EntryKind.SYMLINK, 0o777, target=target)
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int) -> Attr:
+        directory = self._writable_dir(parent)
+        if stat.S_ISFIFO(mode):
+            kind = EntryKind.FIFO
+        elif stat.S_ISSOCK(mode):
+            kind = EntryKind.SOCKET
+        elif stat.S_ISREG(mode):
+            raise FsError(errno.EPERM)  # the kernel uses create for files
+        else:
+            raise FsError(errno.EPERM)  # devices are not stored
+        return await self._put_special(directory, name, kind, mode, rdev=rdev)
+
+    async def _put_special(
+        self,
+        directory: _Node,
+        name: bytes,
+        kind: EntryKind,
+        mode: int,
+        *,
+        target: bytes = b"",
+        rdev: int = 0,
+    ) -> Attr:
+        async with self._lock:
+            children = await self._free_name(directory, name)
+            node = self._new_node(directory, name, kind, mode)
+            node.target = target
+            node.rdev = rdev
+            await self._append(
+                PendingPut(self._path(node), self._file_attrs(node), kind=kind, target=target)
+            )
+            node.remote = True
+            children[name] = node
+            self._touch(directory)
+        node.lookups += 1
+        return self._attr(node)
+
+    async def link(self, inode: int, new_parent: int, new_name: bytes) -> Attr:
+        """Hard links are not part of the format: always EPERM."""
+        raise FsError(errno.EPERM)
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _new_fh(self, node: _Node, writable: bool) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._files[fh] = _FileHandle(node, writable)
+        node.handles += 1
+        if writable:
+            node.writers += 1
+        return fh
+
+    async def open(self, inode: int, flags: int) -> tuple[int, bool]:
+        """A file handle and ``keep_cache``: True when the file's content is the committed
+        one (served by content hash, so the kernel's page cache stays valid); False for a
+        file with local content (staged) or opened for writing."""
+        node = self._node(inode)
+        if node.kind is EntryKind.DIR:
+            raise FsError(errno.EISDIR)
+        if node.broken:
+            raise FsError(errno.EIO)
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            self._check_writable(node)
+        fh = self._new_fh(node, writable)
+        if flags & os.O_TRUNC and writable:
+            try:
+                await self._truncate(node, 0)
+            except BaseException:
+                await self.release(fh)
+                raise
+        keep = not writable and node.stage is None and node.staged is None
+        return fh, keep
+
+    async def create(self, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Attr]:
+        directory = self._writable_dir(parent)
+        async with self._lock:
+            children = await self._free_name(directory, name)
+            node = self._new_node(directory, name, EntryKind.FILE, mode)
+            node.stage = await self._thread(self._staging.new)
+            self._staging.pin(node.stage.name)
+            node.dirty = True
+            children[name] = node
+            self._touch(directory)
+        node.lookups += 1
+        fh = self._new_fh(node, True)
+        return fh, self._attr(node)
+
+    def _handle(self, fh: int) -> _FileHandle:
+        handle = self._files.get(fh)
+        if handle is None:
+            raise FsError(errno.EBADF)
+        return handle
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        node = self._handle(fh).node
+        if offset < 0 or size < 0:
+            raise FsError(errno.EINVAL)
+        size = min(size, MAX_READ_BYTES)
+        if node.broken:
+            raise FsError(errno.EIO)
+        if node.stage is not None or node.staged is not None:
+            return await self._read_local(node, offset, size)
+        if node.entry is None:
+            return b""
+        try:
+            return await self._fetcher.read(node.entry, offset, size)
+        except IntegrityError as exc:
+            _log.error("file %r is broken: %s", node.name, exc)
+            node.broken = True
+            raise FsError(errno.EIO) from exc
+        except protocol.UnavailableError as exc:
+            raise FsError(errno.EIO) from exc
+        except (StoreError, protocol.ProtocolError) as exc:
+            _log.error("cannot read %r: %s", node.name, exc)
+            raise FsError(errno.EIO) from exc
+
+    async def _read_local(self, node: _Node, offset: int, size: int) -> bytes:
+        """Read the node's staged content. A commit or a drop may close the file under a
+        read in a worker thread (``ValueError``): then read again from the new state."""
+        for _attempt in range(3):
+            source = node.stage or node.reader
+            if source is None:
+                if node.staged is None:
+                    break
+                opened = await self._thread(self._staging.open, node.staged)
+                if node.reader is None:
+                    node.reader = opened
+                else:  # another read opened it meanwhile
+                    opened.close()
+                continue
+            try:
+                return await self._thread(source.read_at, offset, size)
+            except ValueError:
+                continue
+        raise FsError(errno.EIO, "the staged content went away")
+
+    async def _ensure_stage(self, node: _Node) -> StagedFile:
+        """Copy on write: the node's current content into a new staged file."""
+        if node.stage is not None:
+            return node.stage
+        stage = await self._thread(self._staging.new)
+        self._staging.pin(stage.name)
+        try:
+            if node.staged is not None:
+                path = str(self._staging.path_of(node.staged))
+                await self._thread(_copy_sparse, path, stage.fileno(), node.size)
+            elif node.entry is not None and node.entry.size:
+                entry = node.entry
+                for offset in range(0, entry.size, COPY_PIECE_BYTES):
+                    data = await self._fetcher.read(entry, offset, COPY_PIECE_BYTES)
+                    await self._thread(stage.write_at, offset, data)
+        except BaseException as exc:
+            stage.close()
+            self._staging.remove(stage.name)
+            if isinstance(exc, IntegrityError):
+                node.broken = True
+            if isinstance(exc, StoreError | protocol.ProtocolError | OSError):
+                raise FsError(errno.EIO) from exc
+            raise
+        theirs = _stage_of(node)
+        if theirs is not None:  # another task copied it meanwhile: use theirs
+            stage.close()
+            self._staging.remove(stage.name)
+            return theirs
+        node.stage = stage
+        return stage
+
+    async def _truncate(self, node: _Node, size: int) -> None:
+        if node.broken:
+            raise FsError(errno.EIO)
+        node.writers += 1  # an internal writer: commits at the end if nobody else writes
+        node.handles += 1
+        try:
+            if size == 0 and node.stage is None:
+                stage = await self._thread(self._staging.new)
+                self._staging.pin(stage.name)
+                node.stage = stage
+            else:
+                stage = await self._ensure_stage(node)
+            try:
+                await self._thread(stage.truncate, size)
+            except StagingError as exc:
+                raise FsError(errno.EFBIG) from exc
+            node.size = size
+            node.dirty = True
+            self._touch(node)
+        finally:
+            node.handles -= 1
+            node.writers -= 1
+        if not node.writers:
+            await self._commit(node, durable=False)
+        elif node.detached:
+            self._maybe_drop(node)
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        handle = self._handle(fh)
+        node = handle.node
+        if not handle.writable:
+            raise FsError(errno.EBADF)
+        self._check_writable(node)
+        if offset < 0:
+            raise FsError(errno.EINVAL)
+        _check_size(offset + len(data))
+        if node.broken:
+            raise FsError(errno.EIO)
+        stage = await self._ensure_stage(node)
+        written = await self._thread(stage.write_at, offset, data)
+        node.size = max(node.size, offset + written)
+        node.dirty = True
+        self._touch(node)
+        return written
+
+    async def flush(self, fh: int) -> None:
+        self._handle(fh)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        """Journal the file's content now, durably: once this returns, the content survives
+        a crash or power cut (it is in the journal and the fsynced staged file), and will be
+        uploaded; it does not wait for the server."""
+        node = self._handle(fh).node
+        if node.stage is None and node.staged is not None:  # journaled at an earlier close
+            await self._thread(self._staging.fsync, node.staged)
+        await self._commit(node, durable=True)
+
+    async def release(self, fh: int) -> None:
+        handle = self._files.pop(fh, None)
+        if handle is None:
+            return
+        node = handle.node
+        node.handles -= 1
+        if handle.writable:
+            node.writers -= 1
+        try:
+            if handle.writable and not node.writers:
+                await self._commit(node, durable=False)
+        finally:
+            if node.detached:
+                self._maybe_drop(node)
+
+    async def _commit(self, node: _Node, *, durable: bool) -> None:
+        """Freeze the open stage and journal it as one put (nothing if unchanged)."""
+        async with self._lock:
+            stage = node.stage
+            if stage is None or not node.dirty or node.detached:
+                return
+            # Frozen from here on: a write arriving meanwhile copies it into a new stage.
+            previous, old_reader = node.staged, node.reader
+            node.stage, node.staged, node.reader, node.dirty = None, stage.name, stage, False
+            try:
+                if durable:
+                    await self._thread(stage.fsync)
+                op = PendingPut(
+                    self._path(node), self._file_attrs(node), staged=stage.name,
+                    base=node.base, base_seq=node.base_seq,
+                )  # fmt: skip
+                (seq,) = await self._append(op)
+            except BaseException:
+                node.staged, node.reader = previous, old_reader
+                if _stage_of(node) is None:  # give the content back, still to be journaled
+                    node.stage, node.dirty = stage, True
+                else:  # a newer stage holds these bytes and more
+                    stage.close()
+                    self._staging.remove(stage.name)
+                raise
+            if old_reader is not None:
+                old_reader.close()  # a read using it retries with the new state
+            if previous is not None:
+                self._staging.unpin(previous)
+            node.base_seq = seq
+            node.remote = True
+            node.entry = None
+
+    # --- extended attributes ----------------------------------------------------------------
+
+    async def getxattr(self, inode: int, name: bytes) -> bytes:
+        node = self._node(inode)
+        for key, value in node.xattrs:
+            if key == name:
+                return value
+        raise FsError(errno.ENODATA)
+
+    async def listxattr(self, inode: int) -> list[bytes]:
+        return [key for key, _ in self._node(inode).xattrs]
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes) -> None:
+        node = self._node(inode)
+        self._check_writable(node)
+        if not name or b"\0" in name:
+            raise FsError(errno.EINVAL)
+        if len(name) > MAX_XATTR_NAME_BYTES:
+            raise FsError(errno.ERANGE)
+        if len(value) > MAX_XATTR_VALUE_BYTES:
+            raise FsError(errno.E2BIG)
+        xattrs = dict(node.xattrs)
+        xattrs[name] = value
+        if sum(len(k) + len(v) for k, v in xattrs.items()) > MAX_XATTRS_TOTAL_BYTES:
+            raise FsError(errno.ENOSPC)
+        await self._set_xattrs(node, tuple(sorted(xattrs.items())))
+
+    async def removexattr(self, inode: int, name: bytes) -> None:
+        node = self._node(inode)
+        self._check_writable(node)
+        xattrs = dict(node.xattrs)
+        if xattrs.pop(name, None) is None:
+            raise FsError(errno.ENODATA)
+        await self._set_xattrs(node, tuple(sorted(xattrs.items())))
+
+    async def _set_xattrs(self, node: _Node, xattrs: tuple[tuple[bytes, bytes], ...]) -> None:
+        if node is self._root:
+            raise FsError(errno.EPERM)  # the drive's root is no entry: it has no xattrs
+        async with self._lock:
+            if self._journals_attrs(node):
+                await self._append(PendingSetattr(self._path(node), AttrChanges(xattrs=xattrs)))
+            node.xattrs = xattrs
+            node.ctime_ns = _now_ns()
+            node.changed = True
+
+    # --- the rest ---------------------------------------------------------------------------
+
+    async def statfs(self) -> StatFs:
+        """Space as the staging directory's disk has it (what bounds local writes until
+        they are uploaded); inode counts are nominal."""
+        blocks, free = _STATFS_BLOCKS, _STATFS_BLOCKS // 2
+        try:
+            local = await self._thread(os.statvfs, self._staging.directory)
+        except OSError:
+            pass
+        else:
+            blocks = max(1, local.f_blocks * local.f_frsize // BLOCK_SIZE)
+            free = min(blocks, local.f_bavail * local.f_frsize // BLOCK_SIZE)
+        return StatFs(
+            block_size=BLOCK_SIZE, blocks=blocks, blocks_free=free,
+            files=1 << 32, files_free=1 << 31, name_max=MAX_NAME_BYTES,
+        )  # fmt: skip
+
+    def take_invalidations(self) -> list[Invalidation]:
+        """What the notifier task should tell the kernel (stays empty until the view follows
+        other devices' changes)."""
+        taken, self._invalidations = self._invalidations, []
+        return taken
+
+    # --- introspection for tests and status -------------------------------------------------
+
+    def inode_count(self) -> int:
+        """How many inodes the table holds (the kernel may know them)."""
+        return len(self._inodes)
+
+    def iter_open_handles(self) -> Iterator[int]:
+        return iter(list(self._files))
