@@ -29,8 +29,10 @@ Network calls go through ``boxfs.remote.Remote`` inside one ``trio.run`` per com
 Chunking, hashing, zstd and big file writes run in worker threads
 (``trio.to_thread.run_sync``): the scan of local files in a thread of its own that feeds a
 bounded channel, frame encoding and decoding through a ``CapacityLimiter`` sized to the
-CPUs. It must not import ``server`` or pyfuse3, and does not add ``mount``, ``unmount``,
-``status`` or ``sync`` (they belong with the mount).
+CPUs. It must not import ``server`` or pyfuse3. ``mount`` and ``unmount`` hand over to
+``boxfs.mount`` (imported only by them): a background mount is ``python -m boxfs.mount``
+started detached, its log in the home's data directory; ``status`` and ``sync`` belong
+with the mount.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ import dataclasses
 import datetime as dt
 import enum
 import getpass
+import logging
 import os
 import re
 import secrets
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +76,7 @@ from rich.progress import (
 
 from boxfs.errors import BoxfsError, HomeError, NoSuchVersionError, NotLoggedInError, UsageError
 from boxfs.home import Home, Session, default_device_name
+from boxfs.journal import Journal
 from boxfs.remote import Remote
 from store import protocol
 from store.chunking import ChunkStream
@@ -1286,6 +1291,122 @@ async def cmd_restore(args: argparse.Namespace, ctx: Context) -> ExitCode:
 Command = Callable[[argparse.Namespace, Context], Awaitable[ExitCode]]
 
 
+# --- mount and unmount ------------------------------------------------------------------------
+
+MOUNT_WAIT_S: Final = 60.0  # how long `boxfs mount` waits for a background mount to appear
+
+
+def _mount_child_command(args: argparse.Namespace, mountpoint: Path) -> list[str]:
+    """``python -m boxfs.mount`` with this command's options: the background mount."""
+    command = [sys.executable, "-m", "boxfs.mount", str(mountpoint)]
+    if args.cache_size:
+        command += ["--cache-size", args.cache_size]
+    if args.allow_other:
+        command.append("--allow-other")
+    if args.preserve_ownership:
+        command.append("--preserve-ownership")
+    for option in args.options:
+        command += ["-o", option]
+    return command
+
+
+async def cmd_mount(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    # Imported here: the mount pulls in pyfuse3 and the filesystem, which no other
+    # command needs.
+    from boxfs import mount  # noqa: PLC0415
+
+    ctx.home.load_session()  # not logged in: one line now, not a dead background child
+    config = mount.config_from(
+        Path(args.mountpoint),
+        cache_size=args.cache_size,
+        allow_other=args.allow_other,
+        preserve_ownership=args.preserve_ownership,
+        options=args.options,
+    )
+    mountpoint = mount.check_mountpoint(config.mountpoint)
+    if args.foreground:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+        left = await mount.run_mount(
+            config, home=ctx.home, on_mounted=lambda: ctx.say(f"mounted at {mountpoint}")
+        )
+        if left:
+            ctx.say(f"{_count(left, 'operation')} left journaled: they upload on the next mount")
+        return ExitCode.OK
+    log_path = ctx.home.data_dir / mount.MOUNT_LOG_NAME
+    with log_path.open("ab") as log_file:
+        child = await trio.lowlevel.open_process(
+            _mount_child_command(args, mountpoint),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,  # detached: a closed terminal does not end the mount
+        )
+    with trio.move_on_after(MOUNT_WAIT_S):
+        while child.poll() is None:
+            if mount.is_boxfs_mount(mountpoint):
+                ctx.result(f"mounted at {mountpoint} (pid {child.pid}, log: {log_path})")
+                return ExitCode.OK
+            await trio.sleep(0.05)
+        raise BoxfsError(f"the mount failed: {_last_line(log_path)} (log: {log_path})")
+    raise BoxfsError(f"no mount at {mountpoint} after {MOUNT_WAIT_S:.0f} s; see {log_path}")
+
+
+def _last_line(log_path: Path) -> str:
+    """The background mount's last words (its one-line error), from the end of its log."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+            lines = log.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1].removeprefix("boxfs: ") if lines else "no output"
+
+
+async def cmd_unmount(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    from boxfs import mount  # noqa: PLC0415  (as in cmd_mount)
+
+    mountpoint = Path(args.mountpoint).expanduser().absolute()
+    if not mount.is_boxfs_mount(mountpoint):
+        raise UsageError(f"{mountpoint}: no boxfs drive is mounted there")
+    result = await trio.run_process(
+        [mount.UNMOUNT_COMMAND, "-u", str(mountpoint)], check=False, capture_stderr=True
+    )
+    if result.returncode != 0:
+        reason = result.stderr.decode(errors="replace").strip().splitlines()
+        raise BoxfsError(f"cannot unmount {mountpoint}: {reason[-1] if reason else 'failed'}")
+    ctx.say(f"unmounted {mountpoint}")
+    journal_path = ctx.home.journal_dir / mount.JOURNAL_FILE_NAME
+    left = await _wait_for_uploads(ctx, journal_path, mount.DEFAULT_DRAIN_TIMEOUT_S + 5.0)
+    if left:
+        ctx.say(f"{_count(left, 'operation')} left journaled: they upload on the next mount")
+    return ExitCode.OK
+
+
+async def _wait_for_uploads(ctx: Context, journal_path: Path, timeout_s: float) -> int:
+    """Watch this home's journal (read-only) while the unmounted drive's process uploads
+    what is pending, bounded; the number of operations still pending at the end."""
+    if not journal_path.exists():
+        return 0
+
+    def pending() -> int:
+        with Journal(journal_path, readonly=True) as journal:
+            return journal.count()
+
+    left = await trio.to_thread.run_sync(pending)
+    shown = -1
+    with trio.move_on_after(timeout_s):
+        while left:
+            if left != shown:
+                ctx.say(f"waiting for {_count(left, 'pending operation')} to upload")
+                shown = left
+            await trio.sleep(0.2)
+            left = await trio.to_thread.run_sync(pending)
+    return left
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -1357,6 +1478,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="ISO 8601 UTC time (2026-11-28T03:15:02Z) or a commit id prefix from `versions`",
     )
+
+    sub = add("mount", cmd_mount, "mount the drive at MOUNTPOINT (in the background by default)")
+    sub.add_argument("mountpoint", metavar="MOUNTPOINT")
+    sub.add_argument("--foreground", action="store_true", help="stay attached; log to stderr")
+    sub.add_argument("--cache-size", metavar="SIZE", help="object cache budget, e.g. 2G")
+    sub.add_argument("--allow-other", action="store_true", help="let other local users in")
+    sub.add_argument(
+        "--preserve-ownership", action="store_true", help="show and enforce stored uid/gid"
+    )
+    sub.add_argument(
+        "-o", dest="options", action="append", default=[], metavar="OPT", help="a FUSE option"
+    )
+
+    sub = add("unmount", cmd_unmount, "unmount the drive at MOUNTPOINT (fusermount3 -u)")
+    sub.add_argument("mountpoint", metavar="MOUNTPOINT")
     return parser
 
 

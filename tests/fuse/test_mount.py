@@ -1,0 +1,229 @@
+"""The drive on a real FUSE mount, with a real server process: ordinary tools (cp, cmp,
+mkdir, mv, rm -r, ls) on the mount, uploads reaching the server and another device,
+``.versions`` hidden but reachable and read-only, hostile names, and clean unmounts
+(SIGTERM of the mount process, and ``boxfs mount`` / ``boxfs unmount``).
+
+Each test works in a folder of its own on the module's mount and removes it; every mount a
+test starts is stopped in ``finally`` (``MountProcess.stop``: SIGTERM, then abort).
+"""
+
+from __future__ import annotations
+
+import errno
+import filecmp
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from boxfs.mount import find_mount
+from tests.fuse.conftest import MOUNT_STOP_TIMEOUT_S, Account, MountProcess, cli_ok, run_cli
+
+pytestmark = pytest.mark.fuse
+
+MIB = 1024 * 1024
+UPLOAD_TIMEOUT_S = 30.0
+
+
+def run(*argv: str | Path) -> None:
+    subprocess.run([str(arg) for arg in argv], check=True, capture_output=True, timeout=60)
+
+
+def wait_for_server(home: Path, folder: str, names: set[str]) -> None:
+    """Poll the server's head (``boxfs ls`` from another device) until ``names`` are in
+    ``folder``, bounded."""
+    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
+    listed: set[str] = set()
+    while time.monotonic() < deadline:
+        result = run_cli(home, "ls", folder)
+        if result.returncode == 0:
+            listed = {line.strip().rstrip("/") for line in result.stdout.splitlines()}
+            if names <= listed:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{sorted(names)} not on the server after {UPLOAD_TIMEOUT_S} s: {listed}")
+
+
+def test_copied_files_read_back_through_the_mount_another_device_and_a_second_mount(
+    drive: MountProcess, account: Account, tmp_path: Path
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello from the mount\n" * 100)
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(random.Random(4).randbytes(20 * MIB))
+    folder = drive.mountpoint / "copied"
+    folder.mkdir()
+    try:
+        run("cp", text, binary, folder)
+        for local in (text, binary):
+            assert filecmp.cmp(local, folder / local.name, shallow=False)
+
+        phone = account.device_home(tmp_path / "phone-home", "phone")
+        wait_for_server(phone, "/copied", {"notes.txt", "blob.bin"})
+        fetched = tmp_path / "fetched.bin"
+        cli_ok(phone, "-q", "get", "/copied/blob.bin", str(fetched))
+        assert filecmp.cmp(binary, fetched, shallow=False)
+
+        second = MountProcess(phone, tmp_path / "phone-mnt", tmp_path / "phone-mount.log")
+        second.start()
+        try:
+            for local in (text, binary):
+                copy = second.mountpoint / "copied" / local.name
+                assert filecmp.cmp(local, copy, shallow=False), second.log_tail()
+        finally:
+            assert second.stop() == 0, second.log_tail()
+        assert find_mount(second.mountpoint) is None
+    finally:
+        shutil.rmtree(folder)
+    assert not folder.exists()
+
+
+def test_a_directory_tree_is_created_renamed_and_removed(drive: MountProcess) -> None:
+    top = drive.mountpoint / "tree"
+    (top / "a" / "b").mkdir(parents=True)
+    try:
+        (top / "a" / "b" / "leaf.txt").write_bytes(b"leaf\n")
+        (top / "a" / "top.txt").write_bytes(b"top\n")
+        (top / "a").rename(top / "renamed")
+        assert sorted(os.listdir(top)) == ["renamed"]
+        assert (top / "renamed" / "b" / "leaf.txt").read_bytes() == b"leaf\n"
+        assert (top / "renamed" / "top.txt").read_bytes() == b"top\n"
+        run("rm", "-r", top / "renamed")
+        assert os.listdir(top) == []
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    assert not top.exists()
+
+
+def test_a_directory_larger_than_a_readdir_page_lists_every_entry_once(
+    drive: MountProcess,
+) -> None:
+    folder = drive.mountpoint / "many"
+    folder.mkdir()
+    names = {f"file-{index:04d}-{'x' * 40}" for index in range(700)}
+    try:
+        for name in names:
+            (folder / name).write_bytes(name.encode())
+        listed = [entry.name for entry in os.scandir(folder)]
+        assert len(listed) == len(names)
+        assert set(listed) == names
+        sizes = {entry.stat().st_size for entry in os.scandir(folder)}
+        assert sizes == {len(next(iter(names)))}
+    finally:
+        shutil.rmtree(folder)
+    assert not folder.exists()
+
+
+def test_versions_is_not_listed_in_the_root_but_can_be_listed_by_name(
+    drive: MountProcess,
+) -> None:
+    assert ".versions" not in os.listdir(drive.mountpoint)
+    listed = subprocess.run(
+        ["ls", drive.mountpoint / ".versions"], capture_output=True, text=True, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert (drive.mountpoint / ".versions").is_dir()
+
+
+def test_writing_under_versions_fails_with_erofs(drive: MountProcess) -> None:
+    versions = drive.mountpoint / ".versions"
+    with pytest.raises(OSError) as created:
+        (versions / "new.txt").write_bytes(b"no")
+    assert created.value.errno == errno.EROFS
+    with pytest.raises(OSError) as made:
+        (versions / "new-folder").mkdir()
+    assert made.value.errno == errno.EROFS
+
+
+def test_a_256_byte_name_fails_with_enametoolong(drive: MountProcess) -> None:
+    with pytest.raises(OSError) as raised:
+        (drive.mountpoint / ("n" * 256)).write_bytes(b"x")
+    assert raised.value.errno == errno.ENAMETOOLONG
+    name_255 = drive.mountpoint / ("m" * 255)
+    name_255.write_bytes(b"fits")
+    try:
+        assert name_255.read_bytes() == b"fits"
+    finally:
+        name_255.unlink()
+
+
+def test_sigterm_waits_for_an_open_file_then_unmounts_and_leaves_no_mount_behind(
+    account: Account, tmp_path: Path
+) -> None:
+    home = account.device_home(tmp_path / "home", "desk")
+    mount = MountProcess(home, tmp_path / "mnt", tmp_path / "mount.log").start()
+    try:
+        (mount.mountpoint / "written-before-sigterm.txt").write_bytes(b"kept\n")
+        with (mount.mountpoint / "open-during-sigterm.txt").open("wb") as held:
+            held.write(b"held open\n")
+            assert mount.process is not None
+            mount.process.send_signal(signal.SIGTERM)
+            time.sleep(1.5)  # the mount is busy: it keeps serving and retries the unmount
+            assert find_mount(mount.mountpoint) is not None, mount.log_tail()
+        # Closed: the next retry unmounts, with no second signal (that would force it).
+        mount.process.wait(MOUNT_STOP_TIMEOUT_S)
+    finally:
+        code = mount.stop()
+    assert code == 0, mount.log_tail()
+    assert find_mount(mount.mountpoint) is None
+    assert os.listdir(mount.mountpoint) == []  # the bare directory again
+    for name, content in [
+        ("written-before-sigterm.txt", b"kept\n"),
+        ("open-during-sigterm.txt", b"held open\n"),
+    ]:
+        cli_ok(home, "-q", "get", f"/{name}", str(tmp_path / name))
+        assert (tmp_path / name).read_bytes() == content
+
+
+def test_boxfs_mount_in_the_background_and_boxfs_unmount(account: Account, tmp_path: Path) -> None:
+    home = account.device_home(tmp_path / "home", "tablet")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    out = cli_ok(home, "mount", str(mountpoint), "--cache-size", "64M")
+    match = re.search(r"pid (\d+)", out)
+    assert match is not None, out
+    pid = int(match.group(1))
+    try:
+        assert find_mount(mountpoint) is not None
+        assert os.listdir(mountpoint) is not None
+        again = run_cli(home, "mount", str(mountpoint))
+        assert again.returncode == 2, again.stderr  # already mounted: a usage error
+        cli_ok(home, "unmount", str(mountpoint))
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        assert not _alive(pid)
+        assert find_mount(mountpoint) is None
+        gone = run_cli(home, "unmount", str(mountpoint))
+        assert gone.returncode == 2, gone.stderr
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+        if find_mount(mountpoint) is not None:
+            MountProcess(home, mountpoint, tmp_path / "unused.log").abort()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # not our child: ChildProcessError
+    except ChildProcessError:
+        pass
+    else:
+        if waited == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): look at its state.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
