@@ -19,6 +19,8 @@ Every user mistake is one line on stderr, ``boxfs: ...``, and one of these exit 
        written, or an op was rejected), a username that is taken, a folder in the way
     6  the server cannot be reached or is busy (retry later)
     7  integrity: downloaded content does not match its hash (nothing is written in place)
+    8  not in sync: ``sync`` found changes pending that nothing uploads (no mount of this
+       home is running), or its ``--timeout`` passed while the server was reachable
 
 ``put`` never silently replaces an edit made elsewhere: its ``base`` is the content this
 device last saw at the path (recorded by ``get`` and ``put`` in the home's ``bases.json``),
@@ -31,8 +33,8 @@ Chunking, hashing, zstd and big file writes run in worker threads
 bounded channel, frame encoding and decoding through a ``CapacityLimiter`` sized to the
 CPUs. It must not import ``server`` or pyfuse3. ``mount`` and ``unmount`` hand over to
 ``boxfs.mount`` (imported only by them): a background mount is ``python -m boxfs.mount``
-started detached, its log in the home's data directory; ``status`` and ``sync`` belong
-with the mount.
+started detached, its log in the home's data directory. ``status`` and ``sync`` read the
+home's journal read-only (beside a running mount) and the mount's pid file.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import datetime as dt
 import enum
 import getpass
 import logging
+import math
 import os
 import re
 import secrets
@@ -76,7 +79,7 @@ from rich.progress import (
 
 from boxfs.errors import BoxfsError, HomeError, NoSuchVersionError, NotLoggedInError, UsageError
 from boxfs.home import Home, Session, default_device_name
-from boxfs.journal import Journal
+from boxfs.journal import ConflictRecord, Journal
 from boxfs.remote import Remote
 from store import protocol
 from store.chunking import ChunkStream
@@ -117,6 +120,7 @@ class ExitCode(enum.IntEnum):
     CONFLICT = 5
     UNAVAILABLE = 6
     INTEGRITY = 7
+    NOT_SYNCED = 8
 
 
 # The first entry the exception is an instance of wins, so subclasses come first.
@@ -1407,6 +1411,236 @@ async def _wait_for_uploads(ctx: Context, journal_path: Path, timeout_s: float) 
     return left
 
 
+# --- status and sync ------------------------------------------------------------------------
+
+SYNC_POLL_S: Final = 0.2
+SYNC_EMPTY_POLLS: Final = 2  # polls in a row that find the journal empty, with a mount
+HEALTH_TIMEOUT_S: Final = 3.0  # how long `status` and `sync` wait for the server to answer
+
+
+@dataclass(frozen=True, slots=True)
+class RunningMount:
+    """A mount of this home whose process is alive, from the pid file it writes."""
+
+    pid: int
+    mountpoint: str
+    mounted: bool  # False: unmounted, its process still uploading what is pending
+
+
+@dataclass(frozen=True, slots=True)
+class LocalState:
+    """What this device has not uploaded yet, read from its journal (read-only)."""
+
+    pending_ops: int
+    staged_bytes: int
+    last_sync_ns: int | None  # when the journal last emptied (approximate), if it is empty
+    conflicts: tuple[ConflictRecord, ...]
+
+
+def _journal_path(home: Home) -> Path:
+    from boxfs import mount  # noqa: PLC0415  (as in cmd_mount)
+
+    return home.data_dir / "journal" / mount.JOURNAL_FILE_NAME
+
+
+def _is_mount_command(cmdline: bytes) -> bool:
+    """``python -m boxfs.mount ...`` or ``boxfs mount ...`` (``--foreground``)."""
+    argv = cmdline.split(b"\0")
+    return b"boxfs.mount" in argv or any(
+        os.path.basename(arg) == b"boxfs" and argv[i + 1 : i + 2] == [b"mount"]
+        for i, arg in enumerate(argv)
+    )
+
+
+def running_mount(home: Home) -> RunningMount | None:
+    """The mount process of ``home`` if its pid file names a live mount process; ``None``
+    otherwise (a stale pid file, whose pid is gone or reused, is ignored). The process may
+    have been unmounted already and still be uploading (``RunningMount.mounted``)."""
+    from boxfs import mount  # noqa: PLC0415  (as in cmd_mount)
+
+    try:
+        pid_text, mountpoint, *_ = (
+            (home.data_dir / mount.MOUNT_PID_NAME).read_text(encoding="utf-8").split("\n")
+        )
+        pid = int(pid_text)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not _is_mount_command(command):
+        return None
+    return RunningMount(pid, mountpoint, mount.is_boxfs_mount(mountpoint))
+
+
+def read_local_state(home: Home, conflicts_limit: int = 20) -> LocalState:
+    """The journal's pending operations, the bytes of their staged content, and the newest
+    conflicts. Blocking (SQLite, stat): call it in a worker thread."""
+    journal_path = _journal_path(home)
+    if not journal_path.exists():
+        return LocalState(0, 0, None, ())
+    with Journal(journal_path, readonly=True) as journal:
+        pending = journal.count()
+        names = journal.staged_names()
+        conflicts = tuple(journal.conflicts(conflicts_limit))
+    staging_dir = home.data_dir / "staging"
+    staged_bytes = 0
+    for name in names:
+        with contextlib.suppress(OSError):
+            staged_bytes += (staging_dir / name).stat().st_size
+    last_sync_ns = None
+    if pending == 0:  # the last write to the journal (WAL) confirmed the last entry
+        times = [
+            path.stat().st_mtime_ns
+            for path in (journal_path, journal_path.with_name(journal_path.name + "-wal"))
+            if path.exists()
+        ]
+        last_sync_ns = max(times) if times else None
+    return LocalState(pending, staged_bytes, last_sync_ns, conflicts)
+
+
+async def server_reachable(server_url: str) -> bool:
+    """Whether the server answers ``/healthz`` within ``HEALTH_TIMEOUT_S``."""
+    with trio.move_on_after(HEALTH_TIMEOUT_S + 1.0):
+        try:
+            async with Remote(server_url, timeout_s=HEALTH_TIMEOUT_S) as remote:
+                await remote.health()
+        except (TransientError, httpx.HTTPError, OSError, protocol.ProtocolError):
+            return False
+        return True
+    return False
+
+
+def _state_of(home: Home) -> tuple[Session | None, str | None]:
+    """The session (if logged in) and the server last used, from the home."""
+    state = home.read_state()
+    return state.session, state.server_url
+
+
+async def cmd_status(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    local = await trio.to_thread.run_sync(read_local_state, ctx.home)
+    mount = running_mount(ctx.home)
+    session, server_url = _state_of(ctx.home)
+    if session is not None:
+        ctx.result(f"account: {session.username} on {session.server_url} ({session.device_name})")
+    else:
+        ctx.result("account: not logged in")
+    url = session.server_url if session is not None else server_url
+    pending = f"{local.pending_ops} pending"
+    if url is None:
+        ctx.result("server: none")
+    elif await server_reachable(url):
+        ctx.result("server: online")
+    else:
+        ctx.result(f"server: offline, {pending}")
+    if mount is not None and mount.mounted:
+        ctx.result(f"mount: running at {mount.mountpoint} (pid {mount.pid})")
+    elif mount is not None:
+        ctx.result(f"mount: unmounted from {mount.mountpoint}, uploading (pid {mount.pid})")
+    else:
+        ctx.result("mount: not running")
+    ctx.result(
+        f"pending: {_count(local.pending_ops, 'operation')}, "
+        f"{human_size(local.staged_bytes)} staged"
+    )
+    last = "-" if local.last_sync_ns is None else format_time_ns(local.last_sync_ns)
+    ctx.result(f"last sync: {last}")
+    ctx.result(f"conflicts: {len(local.conflicts) or 'none'}")
+    for record in local.conflicts:
+        copy = "" if record.conflict_path is None else f" -> /{show_bytes(record.conflict_path)}"
+        kept = "" if record.local_copy is None else f" (content kept in {record.local_copy})"
+        ctx.result(
+            f"  {record.status}: /{show_bytes(record.path)}{copy}: "
+            f"{' '.join(record.message.split())}{kept}"
+        )
+    return ExitCode.OK
+
+
+class _SyncProgress:
+    """A rich progress line on stderr when it is a terminal: operations uploaded out of
+    those pending; plain lines (one per change of the count) otherwise, unless quiet."""
+
+    def __init__(self, ctx: Context, total: int) -> None:
+        self._ctx = ctx
+        self._total = total
+        self._shown = -1
+        self._progress: Progress | None = None
+        if ctx.shows_progress:
+            self._progress = Progress(
+                TextColumn("sync"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} operations uploaded"),
+                TextColumn("{task.fields[left]} pending"),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._task = self._progress.add_task("sync", total=total, left=total)
+
+    def __enter__(self) -> _SyncProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, left: int) -> None:
+        self._total = max(self._total, left)
+        if self._progress is not None:
+            self._progress.update(
+                self._task, total=self._total, completed=self._total - left, left=left
+            )
+        elif left != self._shown:
+            self._ctx.say(f"waiting for {_count(left, 'pending operation')} to upload")
+        self._shown = left
+
+
+async def _pending_ops(home: Home) -> int:
+    return (await trio.to_thread.run_sync(read_local_state, home, 0)).pending_ops
+
+
+async def cmd_sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    timeout_s: float | None = args.timeout
+    if timeout_s is not None and timeout_s < 0:
+        raise UsageError(f"--timeout {timeout_s}: must be 0 or more seconds")
+    left = await _pending_ops(ctx.home)
+    empty_polls = 0
+    with (
+        _SyncProgress(ctx, left) as progress,
+        trio.move_on_after(math.inf if timeout_s is None else timeout_s),
+    ):
+        while True:
+            mounted = running_mount(ctx.home) is not None
+            if left == 0:
+                # The kernel sends a file's last release (when the mount journals it) just
+                # after close() returns: an empty journal counts once it stays empty.
+                empty_polls += 1
+                if not mounted or empty_polls >= SYNC_EMPTY_POLLS:
+                    break
+            else:
+                empty_polls = 0
+                if not mounted:
+                    _error(
+                        f"{_count(left, 'operation')} pending, and no mount of this home is "
+                        "running to upload them (`boxfs mount MOUNTPOINT` resumes the upload)"
+                    )
+                    return ExitCode.NOT_SYNCED
+                progress.update(left)
+            await trio.sleep(SYNC_POLL_S)
+            left = await _pending_ops(ctx.home)
+    if left == 0:
+        ctx.result("in sync: every change is on the server")
+        return ExitCode.OK
+    session, server_url = _state_of(ctx.home)
+    url = session.server_url if session is not None else server_url
+    if url is not None and not await server_reachable(url):
+        _error(f"timed out: the server cannot be reached (offline, {left} pending)")
+        return ExitCode.UNAVAILABLE
+    _error(f"timed out after {timeout_s:g} s: {_count(left, 'operation')} still pending")
+    return ExitCode.NOT_SYNCED
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -1493,6 +1727,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = add("unmount", cmd_unmount, "unmount the drive at MOUNTPOINT (fusermount3 -u)")
     sub.add_argument("mountpoint", metavar="MOUNTPOINT")
+
+    add("status", cmd_status, "pending uploads, the mount, the last sync and conflicts")
+    sub = add("sync", cmd_sync, "wait until every local change is on the server")
+    sub.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up after S seconds (exit 6 if the server is unreachable, else 8)",
+    )
     return parser
 
 

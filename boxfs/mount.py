@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 FS_NAME: Final = "boxfs"
 JOURNAL_FILE_NAME: Final = "journal.sqlite3"
 MOUNT_LOG_NAME: Final = "mount.log"  # the background mount's log, in the home's data dir
+# Written in the home's data dir while a mount of that home serves: "PID\nMOUNTPOINT\n"
+# (read by `boxfs status` and `boxfs sync`); removed when the mount ends.
+MOUNT_PID_NAME: Final = "mount.pid"
 DEFAULT_CACHE_BYTES: Final = 2 * 1024**3
 DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
 DRAIN_PROGRESS_EVERY_S: Final = 2.0
@@ -254,7 +257,7 @@ async def run_mount(
             await model.start()
             nursery.start_soon(uploader.run)
             fuse_ops.init_session(fuse_ops.BoxfsOperations(model), mountpoint, _options(config))
-            mounted = True
+            mounted = _record_mounted(home, mountpoint)
             log.info("mounted %s (%s) at %s", session.username, session.server_url, mountpoint)
             if on_mounted is not None:
                 on_mounted()
@@ -270,6 +273,7 @@ async def run_mount(
             left = await _drain(uploader, journal, namespace_id, config.drain_timeout_s)
             nursery.cancel_scope.cancel()
     finally:
+        _remove_pid_file(home)
         if mounted:
             fuse_ops.close_session(unmount=find_mount(mountpoint) is not None)
         if journal is not None:
@@ -279,6 +283,25 @@ async def run_mount(
         with trio.CancelScope(shield=True):
             await remote.aclose()
     return left
+
+
+def _record_mounted(home: Home, mountpoint: Path) -> bool:
+    """Write the pid file (``MOUNT_PID_NAME``) of a mount now serving; True."""
+    path = home.data_dir / MOUNT_PID_NAME
+    temporary = path.with_name(f"{MOUNT_PID_NAME}.{os.getpid()}.tmp")
+    temporary.write_text(f"{os.getpid()}\n{mountpoint}\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return True
+
+
+def _remove_pid_file(home: Home) -> None:
+    """Only this process's pid file: a newer mount of the home may have written its own."""
+    path = home.data_dir / MOUNT_PID_NAME
+    try:
+        if path.read_text(encoding="utf-8").split("\n", 1)[0] == str(os.getpid()):
+            path.unlink()
+    except (OSError, ValueError):
+        pass
 
 
 def _options(config: MountConfig) -> set[str]:
