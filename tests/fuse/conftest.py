@@ -95,10 +95,13 @@ class Account:
 class MountProcess:
     """One ``python -m boxfs.mount`` process serving ``mountpoint`` for ``home``."""
 
-    def __init__(self, home: Path, mountpoint: Path, log_path: Path) -> None:
+    def __init__(
+        self, home: Path, mountpoint: Path, log_path: Path, cache_size: str = "256M"
+    ) -> None:
         self.home = home
         self.mountpoint = mountpoint
         self.log_path = log_path
+        self.cache_size = cache_size
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MountProcess:
@@ -107,7 +110,7 @@ class MountProcess:
         env = {**os.environ, "BOXFS_HOME": str(self.home)}
         command = [
             sys.executable, "-m", "boxfs.mount", str(self.mountpoint),
-            "--cache-size", "256M", "--drain-timeout", str(DRAIN_TIMEOUT_S),
+            "--cache-size", self.cache_size, "--drain-timeout", str(DRAIN_TIMEOUT_S),
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
