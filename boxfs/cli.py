@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, TypeVar, cast
+from typing import BinaryIO, Final, Self, TypeVar, cast
 
 import blake3
 import httpx
@@ -230,7 +230,25 @@ class Context:
         return Transfer(description, total_bytes, enabled=self.shows_progress)
 
 
-class Transfer:
+class _OptionalProgress:
+    """A rich progress display that exists only when stderr is a terminal: entering and
+    leaving start and stop it, and do nothing otherwise."""
+
+    _progress: Progress | None = None
+
+    def __enter__(self) -> Self:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+class Transfer(_OptionalProgress):
     """A rich progress bar on stderr when it is a terminal, nothing otherwise. Advanced from
     the trio thread only."""
 
@@ -247,17 +265,6 @@ class Transfer:
                 transient=True,
             )
             self._task = self._progress.add_task(description, total=total_bytes)
-
-    def __enter__(self) -> Transfer:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
     def advance(self, size_bytes: int) -> None:
         if self._progress is not None:
@@ -1554,7 +1561,7 @@ async def cmd_status(args: argparse.Namespace, ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
-class _SyncProgress:
+class _SyncProgress(_OptionalProgress):
     """A rich progress line on stderr when it is a terminal: operations uploaded out of
     those pending; plain lines (one per change of the count) otherwise, unless quiet."""
 
@@ -1573,17 +1580,6 @@ class _SyncProgress:
                 transient=True,
             )
             self._task = self._progress.add_task("sync", total=total, left=total)
-
-    def __enter__(self) -> _SyncProgress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
     def update(self, left: int) -> None:
         self._total = max(self._total, left)

@@ -19,9 +19,9 @@ import trio
 
 from boxfs.fs_model import ROOT_INODE, VERSIONS_NAME, FileSystemModel, FsError
 from boxfs.remote import Remote
-from store.ids import NamespaceId, TreeId
-from store.objects import EntryKind, FileEntry, decode_commit, decode_tree
+from store.ids import NamespaceId
 from tests.boxfs.test_fs_model import PASSWORD, fails, mounted, names_of, read_all, write_file
+from tests.integration.drive_api import head_entries
 from tests.integration.server_process import ServerProcess
 from tests.integration.test_fetcher_live import FaultyRemote
 
@@ -34,27 +34,6 @@ async def login(remote: Remote) -> NamespaceId:
     await remote.register(user, f"{user}@example.com", PASSWORD)
     await remote.login(user, PASSWORD, "laptop")
     return (await remote.home()).namespace_id
-
-
-async def head_files(remote: Remote, namespace: NamespaceId) -> dict[bytes, FileEntry]:
-    """Every path of the head tree, walked through the API."""
-    head = await remote.head(namespace)
-    if head.head is None:
-        return {}
-    raw = (await remote.commits(namespace, [head.head]))[head.head]
-    assert raw is not None
-    found: dict[bytes, FileEntry] = {}
-    pending: list[tuple[bytes, TreeId]] = [(b"", decode_commit(raw, head.head).root)]
-    while pending:
-        prefix, tree_id = pending.pop()
-        data = (await remote.trees(namespace, [tree_id]))[tree_id]
-        assert data is not None
-        for entry in decode_tree(data, tree_id):
-            found[prefix + entry.name] = entry
-            if entry.kind is EntryKind.DIR:
-                assert entry.tree_id is not None
-                pending.append((prefix + entry.name + b"/", entry.tree_id))
-    return found
 
 
 async def read_range(model: FileSystemModel, inode: int, size: int) -> tuple[bytes, bool]:
@@ -85,7 +64,7 @@ def test_closed_files_reach_the_server_and_read_back_on_another_device(
                     await write_file(model, docs.inode, b"big.bin", content)
                     await model.symlink(docs.inode, b"link", b"big.bin")
                     await mount.uploader.wait_idle()
-                files = await head_files(remote, namespace)
+                files = await head_entries(remote, namespace)
                 assert set(files) == {b"docs", b"docs/big.bin", b"docs/link"}
                 assert files[b"docs"].mode == 0o750
                 big = files[b"docs/big.bin"]
@@ -109,7 +88,7 @@ def test_closed_files_reach_the_server_and_read_back_on_another_device(
                     assert data == edited and not keep_cache
                     await mount.uploader.wait_idle()
                     assert mount.uploader.last_error is None
-                files = await head_files(remote, namespace)
+                files = await head_entries(remote, namespace)
                 edited_hash = files[b"docs/big.bin"].content_hash
                 assert edited_hash is not None and bytes(edited_hash) == digest(edited)
 
@@ -133,7 +112,7 @@ def test_a_directory_renamed_while_its_files_upload_lands_whole(
                     await model.rename(ROOT_INODE, b"src", ROOT_INODE, b"dst", 0)
                     await mount.uploader.wait_idle()
                     assert await names_of(model, ROOT_INODE) == [b"dst"]
-                files = await head_files(remote, namespace)
+                files = await head_entries(remote, namespace)
                 assert sorted(files) == [b"dst", *(f"dst/f{n:02d}".encode() for n in range(60))]
 
     trio.run(main)
@@ -203,7 +182,7 @@ def test_a_corrupt_chunk_breaks_only_its_file(
                     await write_file(mount.model, ROOT_INODE, b"bad", b"bad " * 1000)
                     await write_file(mount.model, ROOT_INODE, b"good", b"good " * 1000)
                     await mount.uploader.wait_idle()
-                files = await head_files(remote, namespace)
+                files = await head_entries(remote, namespace)
                 remote.corrupt = {ref.chunk_id for ref in files[b"bad"].chunks}
                 async with mounted(remote, namespace, tmp_path / "b") as mount:
                     model = mount.model

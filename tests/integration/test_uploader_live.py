@@ -29,9 +29,10 @@ from boxfs.remote import Remote
 from boxfs.staging import Staging
 from boxfs.uploader import Uploader
 from store import protocol
-from store.ids import ChunkId, CommitId, NamespaceId, TreeId
-from store.objects import EntryKind, FileEntry, decode_commit, decode_tree
+from store.ids import ChunkId, CommitId, NamespaceId
+from store.objects import EntryKind, FileEntry
 from store.protocol import DrivePath
+from tests.integration.drive_api import head_entries
 from tests.integration.server_process import ServerProcess
 
 PASSWORD = "uploader test password"  # noqa: S105  (a test account)
@@ -70,27 +71,6 @@ async def running(uploader: Uploader) -> AsyncIterator[Uploader]:
         nursery.start_soon(uploader.run)
         yield uploader
         nursery.cancel_scope.cancel()
-
-
-async def head_entries(remote: Remote, namespace: NamespaceId) -> dict[bytes, FileEntry]:
-    """Every path of the head's tree (directories included), by walking it via the API."""
-    head = await remote.head(namespace)
-    if head.head is None:
-        return {}
-    commit_bytes = (await remote.commits(namespace, [head.head]))[head.head]
-    assert commit_bytes is not None
-    found: dict[bytes, FileEntry] = {}
-    pending: list[tuple[bytes, TreeId]] = [(b"", decode_commit(commit_bytes, head.head).root)]
-    while pending:
-        prefix, tree_id = pending.pop()
-        data = (await remote.trees(namespace, [tree_id]))[tree_id]
-        assert data is not None
-        for entry in decode_tree(data, tree_id):
-            found[prefix + entry.name] = entry
-            if entry.kind is EntryKind.DIR:
-                assert entry.tree_id is not None
-                pending.append((prefix + entry.name + b"/", entry.tree_id))
-    return found
 
 
 async def commit_ids(remote: Remote, namespace: NamespaceId) -> list[CommitId]:
