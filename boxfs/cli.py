@@ -1382,6 +1382,8 @@ async def cmd_unmount(args: argparse.Namespace, ctx: Context) -> ExitCode:
     mountpoint = Path(args.mountpoint).expanduser().absolute()
     if not mount.is_boxfs_mount(mountpoint):
         raise UsageError(f"{mountpoint}: no boxfs drive is mounted there")
+    if args.no_wait:
+        return await _unmount_no_wait(ctx, mountpoint)
     result = await trio.run_process(
         [mount.UNMOUNT_COMMAND, "-u", str(mountpoint)], check=False, capture_stderr=True
     )
@@ -1394,6 +1396,44 @@ async def cmd_unmount(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if left:
         ctx.say(f"{_count(left, 'operation')} left journaled: they upload on the next mount")
     return ExitCode.OK
+
+
+UNMOUNT_NO_WAIT_S: Final = 30.0  # how long `unmount --no-wait` waits for the process to end
+
+
+async def _unmount_no_wait(ctx: Context, mountpoint: Path) -> ExitCode:
+    """Ask this home's mount process to unmount and end without uploading what is pending
+    (``mount.NO_WAIT_SIGNAL``); it stays in the journal for the next mount."""
+    from boxfs import mount  # noqa: PLC0415  (as in cmd_mount)
+
+    running = running_mount(ctx.home)
+    if running is None or Path(running.mountpoint) != mountpoint:
+        raise UsageError(
+            f"{mountpoint} is not mounted from this device's home ({ctx.home.data_dir}); "
+            "set BOXFS_HOME to the home that mounted it"
+        )
+    os.kill(running.pid, mount.NO_WAIT_SIGNAL)
+    with trio.move_on_after(UNMOUNT_NO_WAIT_S):
+        while running_mount(ctx.home) is not None:
+            await trio.sleep(0.05)
+        ctx.say(f"unmounted {mountpoint}")
+        left = await trio.to_thread.run_sync(_journal_count, ctx.home)
+        if left:
+            ctx.say(f"{_count(left, 'operation')} left journaled: they upload on the next mount")
+        else:
+            ctx.say("nothing was pending: every change is on the server")
+        return ExitCode.OK
+    raise BoxfsError(f"the mount process {running.pid} has not ended after {UNMOUNT_NO_WAIT_S} s")
+
+
+def _journal_count(home: Home) -> int:
+    from boxfs import mount  # noqa: PLC0415  (as in cmd_mount)
+
+    path = home.journal_dir / mount.JOURNAL_FILE_NAME
+    if not path.exists():
+        return 0
+    with Journal(path, readonly=True) as journal:
+        return journal.count()
 
 
 async def _wait_for_uploads(ctx: Context, journal_path: Path, timeout_s: float) -> int:
@@ -1709,20 +1749,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="ISO 8601 UTC time (2026-11-28T03:15:02Z) or a commit id prefix from `versions`",
     )
 
-    sub = add("mount", cmd_mount, "mount the drive at MOUNTPOINT (in the background by default)")
-    sub.add_argument("mountpoint", metavar="MOUNTPOINT")
-    sub.add_argument("--foreground", action="store_true", help="stay attached; log to stderr")
-    sub.add_argument("--cache-size", metavar="SIZE", help="object cache budget, e.g. 2G")
-    sub.add_argument("--allow-other", action="store_true", help="let other local users in")
-    sub.add_argument(
-        "--preserve-ownership", action="store_true", help="show and enforce stored uid/gid"
-    )
-    sub.add_argument(
-        "-o", dest="options", action="append", default=[], metavar="OPT", help="a FUSE option"
+    _add_mount_arguments(
+        add("mount", cmd_mount, "mount the drive at MOUNTPOINT (in the background by default)")
     )
 
     sub = add("unmount", cmd_unmount, "unmount the drive at MOUNTPOINT (fusermount3 -u)")
     sub.add_argument("mountpoint", metavar="MOUNTPOINT")
+    sub.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="do not wait for pending uploads: they stay journaled for the next mount",
+    )
 
     add("status", cmd_status, "pending uploads, the mount, the last sync and conflicts")
     sub = add("sync", cmd_sync, "wait until every local change is on the server")
@@ -1734,6 +1771,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after S seconds (exit 6 if the server is unreachable, else 8)",
     )
     return parser
+
+
+def _add_mount_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("mountpoint", metavar="MOUNTPOINT")
+    sub.add_argument("--foreground", action="store_true", help="stay attached; log to stderr")
+    sub.add_argument("--cache-size", metavar="SIZE", help="object cache budget, e.g. 2G")
+    sub.add_argument("--allow-other", action="store_true", help="let other local users in")
+    sub.add_argument(
+        "--preserve-ownership", action="store_true", help="show and enforce stored uid/gid"
+    )
+    sub.add_argument(
+        "-o", dest="options", action="append", default=[], metavar="OPT", help="a FUSE option"
+    )
 
 
 def _error(line: str) -> None:

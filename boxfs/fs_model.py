@@ -43,14 +43,20 @@ Decisions the adapter relies on:
 - ``start`` replays the journal's entries (an earlier mount's unconfirmed changes) onto
   the head, so they show; call it before ``uploader.run`` starts.
 
-Known limits: the view is the head as of ``start`` plus local changes (other devices'
-changes are not merged in yet: ``take_invalidations`` stays empty); ``start`` needs the
-server (no offline start); a file written here keeps its staged file pinned while its node
-lives; a truncate of a closed file is journaled at once as a put (a sparse 10^11-byte
-file truncated while closed is chunked as zeros by the uploader even if deleted right
-after: the journal never merges entries; truncated while open and unlinked before the
-last release, nothing is journaled); new entries take the mount's uid/gid (the caller's ids are not
-passed in); hard links always raise ``FsError(EPERM)``.
+Following other devices: ``apply_head`` (called by ``boxfs.syncer``) diffs a new head's
+trees against the listed part of the view, changes what differs in place (a file keeps its
+inode, so an open descriptor reads the new content), and queues ``Invalidation``s for the
+notifier (``wait_invalidations``); names with unconfirmed journal entries, and files open
+for writing, are left to the local change and looked at again by ``recheck``. The head the
+view shows is remembered in the journal, so ``start`` works offline from it.
+
+Known limits: a file written here keeps its staged file pinned while its node lives (until
+a sync from another device replaces the content); a truncate of a closed file is
+journaled at once as a put (a sparse 10^11-byte file truncated while closed is chunked as
+zeros by the uploader even if deleted right after: the journal never merges entries;
+truncated while open and unlinked before the last release, nothing is journaled); new
+entries take the mount's uid/gid (the caller's ids are not passed in); hard links always
+raise ``FsError(EPERM)``.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, ParamSpec, TypeVar
 
@@ -79,13 +85,14 @@ from boxfs.journal import (
     PendingOp,
     PendingPut,
     PendingSetattr,
+    ViewHead,
 )
 from boxfs.remote import Remote
 from boxfs.staging import StagedFile, Staging, StagingError
 from boxfs.uploader import Uploader
 from store import protocol
 from store.errors import FormatError, IntegrityError, NotFoundError, StoreError
-from store.ids import ContentHash, NamespaceId, TreeId
+from store.ids import CommitId, ContentHash, NamespaceId, TreeId
 from store.objects import (
     EMPTY_TREE,
     MAX_FILE_BYTES,
@@ -96,6 +103,7 @@ from store.objects import (
     MAX_XATTRS_TOTAL_BYTES,
     EntryKind,
     FileEntry,
+    Tree,
     decode_commit,
 )
 from store.protocol import DrivePath
@@ -165,11 +173,32 @@ class StatFs:
 
 @dataclass(frozen=True, slots=True)
 class Invalidation:
-    """Something the kernel may cache that changed behind its back: an inode's data and
-    attributes (``name is None``) or a name in the directory ``inode``."""
+    """Something the kernel may cache that changed behind its back: a name in the directory
+    ``inode``, or (``name is None``) an inode's attributes, and its cached pages too when
+    ``data``."""
 
     inode: int
     name: bytes | None = None
+    data: bool = False
+
+
+class SyncError(BoxfsError):
+    """The view cannot follow a new head now (a tree the server sent is unusable); the
+    syncer retries."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unconfirmed:
+    """The paths (as name tuples) journal entries name, and every directory above them."""
+
+    exact: frozenset[tuple[bytes, ...]]
+    ancestors: frozenset[tuple[bytes, ...]]
+
+    @classmethod
+    def of(cls, paths: Iterable[tuple[bytes, ...]]) -> _Unconfirmed:
+        exact = frozenset(paths)
+        ancestors = frozenset(path[:end] for path in exact for end in range(1, len(path)))
+        return cls(exact, ancestors)
 
 
 @dataclass(eq=False, slots=True)
@@ -276,6 +305,43 @@ def _apply_changes(node: _Node, changes: AttrChanges) -> None:
     node.ctime_ns = _now_ns()
 
 
+def _busy(node: _Node) -> bool:
+    """Open for writing, or holding written bytes not journaled yet: the syncer keeps off."""
+    return bool(node.writers) or node.stage is not None
+
+
+def _held_locally(
+    child: _Node | None,
+    entry: FileEntry | None,
+    path: tuple[bytes, ...],
+    unconfirmed: _Unconfirmed,
+) -> bool:
+    """Whether a local change keeps the server's ``entry`` off this name for now: a journal
+    entry names it, the file is being written, or (for a removal or a change of kind)
+    unconfirmed changes lie below it (a directory can still be synced into)."""
+    if path in unconfirmed.exact or (child is not None and _busy(child)):
+        return True
+    if child is None or path not in unconfirmed.ancestors:
+        return False
+    return not (child.kind is EntryKind.DIR and entry is not None and entry.kind is EntryKind.DIR)
+
+
+def _adopt_attrs(node: _Node, entry: FileEntry) -> bool:
+    """Take the server entry's attributes; whether any differed."""
+    before = (node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size)
+    after = (entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.xattrs, entry.size)
+    if before == after:
+        return False
+    node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size = after
+    node.ctime_ns = _now_ns()
+    return True
+
+
+def _listing_of(node: _Node) -> dict[bytes, _Node] | None:
+    """``node.children`` read afresh after an await (``forget`` may have dropped it)."""
+    return node.children
+
+
 def _stage_of(node: _Node) -> StagedFile | None:
     """``node.stage`` read afresh after an await (where another task may have set it)."""
     return node.stage
@@ -363,6 +429,12 @@ class FileSystemModel:
         self._files: dict[int, _FileHandle] = {}
         self._dirs: dict[int, _DirHandle] = {}
         self._invalidations: list[Invalidation] = []
+        self._invalidations_ready = trio.Event()
+        self._head: CommitId | None = None
+        self._head_sequence = -1  # the sequence of ``_head``
+        self._floor_sequence = -1  # no head older than this is shown (``raise_floor``)
+        self._deferred: set[tuple[bytes, ...]] = set()
+        self._versions_stale = False
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -434,13 +506,25 @@ class FileSystemModel:
         """A directory's entries, fetching its tree the first time."""
         if node.kind is not EntryKind.DIR:
             raise FsError(errno.ENOTDIR)
-        if node.versions_root and node.children is None:
+        if node.versions_root and (node.children is None or self._versions_stale):
             await self._refresh_versions()
-        if node.children is not None:
-            return node.children
-        assert node.tree_id is not None
+        while node.children is None:
+            tree_id = node.tree_id
+            assert tree_id is not None
+            tree = await self._fetch_listing(node, tree_id)
+            # Materialize only if nobody did meanwhile and a sync did not move the
+            # directory to a newer tree while this one travelled (then fetch that one).
+            if node.children is None and node.tree_id == tree_id:
+                node.children = {
+                    entry.name: self._node_from_entry(entry, node)
+                    for entry in tree
+                    if not (node is self._root and entry.name == VERSIONS_NAME)
+                }
+        return node.children
+
+    async def _fetch_listing(self, node: _Node, tree_id: TreeId) -> Tree:
         try:
-            tree = await self._fetcher.tree(node.tree_id)
+            return await self._fetcher.tree(tree_id)
         except IntegrityError as exc:
             _log.error("directory %r fails verification: %s", node.name, exc)
             raise FsError(errno.EIO) from exc
@@ -449,13 +533,6 @@ class FileSystemModel:
         except (StoreError, protocol.ProtocolError) as exc:
             _log.error("cannot fetch directory %r: %s", node.name, exc)
             raise FsError(errno.EIO) from exc
-        if node.children is None:  # nobody else materialized it meanwhile
-            node.children = {
-                entry.name: self._node_from_entry(entry, node)
-                for entry in tree
-                if not (node is self._root and entry.name == VERSIONS_NAME)
-            }
-        return node.children
 
     async def _refresh_versions(self) -> None:
         """(Re)list the retained commits as ``.versions`` entries (names are stable)."""
@@ -477,6 +554,7 @@ class FileSystemModel:
         except (StoreError, protocol.ProtocolError) as exc:
             _log.error("cannot list versions: %s", exc)
             raise FsError(errno.EIO) from exc
+        self._versions_stale = False
         commits.reverse()  # oldest first
         names = version_names([info.time_ns for info in commits])
         old = self._versions.children or {}
@@ -571,17 +649,17 @@ class FileSystemModel:
         """Load the head (or the empty tree) as the view, then replay the journal's entries
         (an earlier mount's changes the server has not confirmed) onto it, so they show.
 
+        With the server unreachable, the view starts from the head the last mount showed
+        (remembered in the journal; its trees are in the object cache as far as that mount
+        listed them): an offline start. Without one, ``protocol.UnavailableError`` passes.
+
         Call it once, before the uploader starts (so no staged file named by an entry is
-        discarded while this replays). Raises ``protocol.UnavailableError`` when the server
-        cannot be reached (there is no offline start yet)."""
-        head = await self._remote.head(self._namespace_id)
-        if head.head is not None:
-            raw = (await self._remote.commits(self._namespace_id, [head.head])).get(head.head)
-            if raw is None:
-                raise NotFoundError("head commit", str(head.head))
-            commit = await self._thread(decode_commit, raw, head.head)
-            self._root.tree_id = commit.root
-            self._root.mtime_ns = self._root.ctime_ns = commit.time_ns
+        discarded while this replays)."""
+        view = await self._initial_head()
+        if view is not None:
+            self._head = view.commit_id
+            self._root.tree_id = view.root
+            self._root.mtime_ns = self._root.ctime_ns = view.time_ns
         self._root.children = None
         batches = await self._thread(self._journal.batches_in_flight, self._namespace_id)
         pending = await self._thread(self._journal.pending, self._namespace_id, 1 << 62)
@@ -593,6 +671,28 @@ class FileSystemModel:
                     # Already applied on the server (a lost reply), or it will be rejected
                     # there: the head shows what became of it.
                     _log.info("journal entry %d not shown in the view: %s", entry.seq, exc)
+
+    async def _initial_head(self) -> ViewHead | None:
+        """The server's head now, or offline the one the last mount showed."""
+        try:
+            head = await self._remote.head(self._namespace_id)
+            self._head_sequence = head.sequence
+            if head.head is None:
+                return None
+            raw = (await self._remote.commits(self._namespace_id, [head.head])).get(head.head)
+        except protocol.UnavailableError:
+            remembered = await self._thread(self._journal.view_head, self._namespace_id)
+            if remembered is None:
+                raise
+            _log.warning("the server is unreachable: showing the drive as this device last saw it")
+            self.started_offline = True
+            return remembered
+        if raw is None:
+            raise NotFoundError("head commit", str(head.head))
+        commit = await self._thread(decode_commit, raw, head.head)
+        view = ViewHead(head.head, commit.root, commit.time_ns)
+        await self._remember_head(view)
+        return view
 
     async def _resolve(self, path: DrivePath) -> tuple[_Node, dict[bytes, _Node]]:
         """The directory holding ``path`` and its entries (materialized)."""
@@ -654,6 +754,251 @@ class FileSystemModel:
             self._detach(existing)
         children[op.path.name] = node
         parent.changed = True
+
+    # --- following the server -----------------------------------------------------------------
+
+    @property
+    def head(self) -> CommitId | None:
+        """The commit the view shows (``None``: the namespace had no commit yet)."""
+        return self._head
+
+    @property
+    def deferred_count(self) -> int:
+        """Names the last sync left alone (local changes the server has not confirmed)."""
+        return len(self._deferred)
+
+    def raise_floor(self, sequence: int) -> None:
+        """A batch of this device was answered with the head at ``sequence``: from now on
+        no older head is shown, and nothing is rechecked against one (both would take away
+        what the batch confirmed, as its entries leave the journal). Call it on the loop
+        before the batch is completed in the journal."""
+        self._floor_sequence = max(self._floor_sequence, sequence)
+
+    async def apply_head(self, commit_id: CommitId, sequence: int) -> None:
+        """Show the namespace as of ``commit_id`` (a newer head): diff its trees against the
+        view, directory by directory where the view has listed them (an unchanged subtree
+        is skipped by id), change what differs, and queue the kernel invalidations.
+
+        What this device changed and the server has not confirmed wins: a name with a
+        journal entry, or a file open for writing, is left as it is and remembered
+        (``recheck`` looks again once the server has answered, and shows what it made of
+        the change: the same content, a merge, or the other version with a conflicted copy
+        beside it). Trees are fetched before taking the lock, so requests wait only for the
+        changes themselves."""
+        if commit_id == self._head or sequence < self._floor_sequence:
+            return
+        raw = (await self._remote.commits(self._namespace_id, [commit_id])).get(commit_id)
+        if raw is None:
+            raise NotFoundError("head commit", str(commit_id))
+        commit = await self._thread(decode_commit, raw, commit_id)
+        await self._prefetch_trees(self._root, commit.root)
+        async with self._lock:
+            unconfirmed = await self._unconfirmed()
+            if sequence < self._floor_sequence:
+                # A batch was answered with a newer head while this one travelled; its
+                # entries may be gone from ``unconfirmed`` already: show that head instead.
+                return
+            await self._sync_dir(self._root, commit.root, (), unconfirmed)
+            self._root.mtime_ns = self._root.ctime_ns = commit.time_ns
+            self._head, self._head_sequence = commit_id, sequence
+            self._versions_stale = True
+            self._queue_invalidation(self._root)
+            _log.debug(
+                "showing head %s: %d invalidations queued, %d names left to local changes",
+                commit_id, len(self._invalidations), len(self._deferred),
+            )  # fmt: skip
+        await self._remember_head(ViewHead(commit_id, commit.root, commit.time_ns))
+        self._flush_invalidations()
+
+    async def recheck(self) -> None:
+        """Look again at the names an earlier sync left alone whose local change is now
+        settled (answered by the server, or the file closed)."""
+        if not self._deferred or self._head_sequence < self._floor_sequence:
+            return  # the newer head is on its way: recheck against it
+        async with self._lock:
+            unconfirmed = await self._unconfirmed()
+            if self._head_sequence < self._floor_sequence:
+                return
+            deferred, self._deferred = self._deferred, set()
+            for path in sorted(deferred, key=len):  # parents before their children
+                directory = self._listed_dir(path[:-1])
+                if directory is None or directory.tree_id is None:
+                    continue  # gone, or not listed: nothing shown to correct
+                tree_id = directory.tree_id
+                tree = await self._tree(tree_id)
+                if directory.children is None or directory.tree_id != tree_id:
+                    continue  # changed meanwhile; that sync looked at the name
+                entry = next((e for e in tree if e.name == path[-1]), None)
+                await self._sync_name(directory, path[-1], entry, path, unconfirmed)
+        self._flush_invalidations()
+
+    async def wait_invalidations(self) -> list[Invalidation]:
+        """Wait for, and take, what the notifier must tell the kernel."""
+        while not self._invalidations:
+            await self._invalidations_ready.wait()
+            self._invalidations_ready = trio.Event()
+        return self.take_invalidations()
+
+    async def _unconfirmed(self) -> _Unconfirmed:
+        paths = await self._thread(self._journal.unconfirmed_paths, self._namespace_id)
+        return _Unconfirmed.of(path.components for path in paths)
+
+    async def _remember_head(self, head: ViewHead) -> None:
+        try:
+            await self._thread(self._journal.save_view_head, self._namespace_id, head)
+        except (JournalError, OSError) as exc:  # only an offline start needs it
+            _log.warning("cannot remember the head the view shows: %s", exc)
+
+    async def _tree(self, tree_id: TreeId) -> Tree:
+        try:
+            return await self._fetcher.tree(tree_id)
+        except protocol.UnavailableError:
+            raise
+        except (StoreError, protocol.ProtocolError) as exc:
+            raise SyncError(f"cannot fetch tree {tree_id}: {exc}") from exc
+
+    async def _prefetch_trees(self, node: _Node, tree_id: TreeId) -> None:
+        """Fetch (into the cache) the trees a sync to ``tree_id`` will read: those of the
+        listed directories whose content changed."""
+        if node.children is None or node.tree_id == tree_id:
+            return
+        tree = await self._tree(tree_id)
+        children = _listing_of(node)
+        if children is None:
+            return
+        for entry in tree:
+            child = children.get(entry.name)
+            if (
+                entry.kind is EntryKind.DIR
+                and entry.tree_id is not None
+                and child is not None
+                and child.kind is EntryKind.DIR
+            ):
+                await self._prefetch_trees(child, entry.tree_id)
+
+    def _listed_dir(self, path: tuple[bytes, ...]) -> _Node | None:
+        """The listed directory at ``path`` in the view, without fetching anything."""
+        node = self._root
+        for name in path:
+            if node.children is None:
+                return None
+            child = node.children.get(name)
+            if child is None or child.kind is not EntryKind.DIR:
+                return None
+            node = child
+        return node if node.children is not None else None
+
+    async def _sync_dir(
+        self, node: _Node, tree_id: TreeId, path: tuple[bytes, ...], unconfirmed: _Unconfirmed
+    ) -> None:
+        """Bring a directory of the view to the server's tree ``tree_id``."""
+        if node.tree_id == tree_id:
+            return
+        if node.children is None:  # not listed: the next lookup fetches the new tree
+            node.tree_id = tree_id
+            return
+        tree = await self._tree(tree_id)
+        children = _listing_of(node)
+        if children is None:  # forgotten meanwhile
+            node.tree_id = tree_id
+            return
+        entries = {
+            entry.name: entry
+            for entry in tree
+            if not (node is self._root and entry.name == VERSIONS_NAME)
+        }
+        for name in sorted(entries.keys() | children.keys()):
+            await self._sync_name(node, name, entries.get(name), (*path, name), unconfirmed)
+        node.tree_id = tree_id
+
+    async def _sync_name(
+        self,
+        directory: _Node,
+        name: bytes,
+        entry: FileEntry | None,
+        path: tuple[bytes, ...],
+        unconfirmed: _Unconfirmed,
+    ) -> None:
+        """Bring one name of a listed directory to the server's ``entry`` (``None``: the
+        server has no such name), unless a local change holds it."""
+        assert directory.children is not None
+        child = directory.children.get(name)
+        if _held_locally(child, entry, path, unconfirmed):
+            self._deferred.add(path)
+        elif child is None:
+            if entry is not None:
+                directory.children[name] = self._node_from_entry(entry, directory)
+                self._queue_invalidation(directory, name)  # a negative entry the kernel holds
+        elif entry is None:
+            self._remove_remotely(directory, child)
+        elif child.kind is EntryKind.DIR and entry.kind is EntryKind.DIR:
+            assert entry.tree_id is not None
+            if _adopt_attrs(child, entry):
+                self._queue_invalidation(child)
+            await self._sync_dir(child, entry.tree_id, path, unconfirmed)
+        elif child.kind is entry.kind:
+            await self._sync_leaf(child, entry, path)
+        else:  # another kind now
+            self._remove_remotely(directory, child)
+            directory.children[name] = self._node_from_entry(entry, directory)
+
+    async def _sync_leaf(self, node: _Node, entry: FileEntry, path: tuple[bytes, ...]) -> None:
+        """A file, symlink, FIFO or socket whose server entry is ``entry`` (same kind). The
+        node keeps its inode, so an open descriptor reads the new content."""
+        same_content = True
+        if node.kind is EntryKind.FILE:
+            if node.staged is not None and node.base_seq is not None:
+                # Content this device wrote: is the server's entry that put, as sent?
+                base_seq = node.base_seq
+                hashes = await self._thread(self._journal.put_hashes, [base_seq])
+                if _busy(node) or node.base_seq != base_seq:
+                    self._deferred.add(path)  # written again meanwhile
+                    return
+                same_content = hashes.get(base_seq) == entry.content_hash
+            else:
+                same_content = node.entry is not None and (
+                    node.entry.content_hash == entry.content_hash
+                )
+            if not same_content:
+                if node.reader is not None:
+                    node.reader.close()  # a read using it retries with the new state
+                    node.reader = None
+                if node.staged is not None:
+                    self._staging.unpin(node.staged)
+                    node.staged = None
+                node.base_seq = None
+                node.broken = False
+            node.entry = entry
+        elif node.target != entry.target:
+            same_content = False
+        node.target = entry.target
+        node.base = entry.content_hash
+        attrs_changed = _adopt_attrs(node, entry)
+        if not same_content or attrs_changed:
+            self._queue_invalidation(node, data=not same_content)
+
+    def _remove_remotely(self, directory: _Node, node: _Node) -> None:
+        """Another device removed (or replaced) ``node``: out of its directory, open
+        handles keep working, the kernel forgets the name."""
+        assert directory.children is not None
+        del directory.children[node.name]
+        node.detached = True
+        node.ctime_ns = _now_ns()
+        self._queue_invalidation(directory, node.name)
+        self._maybe_drop(node)
+
+    def _queue_invalidation(
+        self, node: _Node, name: bytes | None = None, *, data: bool = False
+    ) -> None:
+        """Queue what the kernel may hold about ``node`` (or the name ``name`` in it), if
+        the kernel knows its inode."""
+        if not node.inode or self._inodes.get(node.inode) is not node:
+            return
+        self._invalidations.append(Invalidation(node.inode, name, data=data))
+
+    def _flush_invalidations(self) -> None:
+        if self._invalidations:
+            self._invalidations_ready.set()
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
         node = await self._child(self._node(parent), name)
@@ -1245,8 +1590,7 @@ class FileSystemModel:
         )  # fmt: skip
 
     def take_invalidations(self) -> list[Invalidation]:
-        """What the notifier task should tell the kernel (stays empty until the view follows
-        other devices' changes)."""
+        """What the notifier task should tell the kernel, oldest first."""
         taken, self._invalidations = self._invalidations, []
         return taken
 

@@ -10,8 +10,9 @@ It also wraps the few pyfuse3 module functions the mount's wiring needs (``init`
 ``main``, ``terminate``, ``close``), because this is the only module that may import
 pyfuse3 (ruff's banned-api rule); ``boxfs.mount`` calls those wrappers.
 
-Must not: hold filesystem state, talk to the server, or send kernel notifications
-(``invalidate_*`` must never be called from inside a handler; that is the notifier's).
+Must not: hold filesystem state, talk to the server, or send kernel notifications from a
+handler (``invalidate_entry`` / ``invalidate_inode`` here are for ``boxfs.notifier``,
+which calls them from a worker thread, never inside a request).
 
 Who calls it: pyfuse3's request tasks, on the mount's one trio loop (``pyfuse3.main`` runs
 in the root nursery of ``boxfs.mount``).
@@ -109,8 +110,11 @@ class BoxfsOperations(pyfuse3.Operations):
 
     # "." and ".." lookups come only with NFS export support; the model answers EINVAL.
     supports_dot_lookup = False
-    # The kernel batches small writes into pages; the model sees fewer, larger writes.
-    enable_writeback_cache = True
+    # No writeback cache: with it the kernel trusts its own cached size and times of a
+    # regular file over what the mount answers, so a file another device changed would keep
+    # its old size here (an open descriptor would read the new bytes cut at the old
+    # length). Writes then reach the model as the application issued them (up to 1 MiB).
+    enable_writeback_cache = False
     enable_acl = False
 
     def __init__(self, model: FileSystemModel) -> None:
@@ -371,6 +375,18 @@ async def run_session() -> None:
 def terminate_session() -> None:
     """Make ``run_session`` return (call on the loop, e.g. from a signal task)."""
     pyfuse3.terminate()
+
+
+def invalidate_entry(parent_inode: int, name: bytes) -> None:
+    """Make the kernel forget ``name`` in ``parent_inode`` (blocking: call it from a worker
+    thread, never from a handler: ``boxfs.notifier`` does)."""
+    pyfuse3.invalidate_entry(pyfuse3.InodeT(parent_inode), name)
+
+
+def invalidate_inode(inode: int, attr_only: bool) -> None:
+    """Make the kernel forget an inode's attributes, and its cached pages unless
+    ``attr_only`` (blocking, as ``invalidate_entry``)."""
+    pyfuse3.invalidate_inode(pyfuse3.InodeT(inode), attr_only)
 
 
 def close_session(*, unmount: bool) -> None:

@@ -38,6 +38,8 @@ Tables (the schema is ``_SCHEMA``; ``PRAGMA user_version`` is its version)::
                 base, base_seq (put, delete), state ('pending' | 'sent'), batch_key
     batches     key, namespace, body (the OpsBatch JSON exactly as sent), created_ns
     put_hashes  seq → content hash of the put with that seq, as sent
+    view_heads  namespace → the commit (and root tree) the mount's view last showed: an
+                offline mount starts from it (its trees are in the object cache)
     conflicts   what the server did not apply as sent: path, conflict_path, status, code,
                 message, local_copy (a preserved staged file), time_ns
 
@@ -67,7 +69,7 @@ from boxfs.errors import BoxfsError
 from boxfs.staging import check_name
 from store import protocol
 from store.errors import FormatError, StoreError
-from store.ids import ContentHash, NamespaceId
+from store.ids import CommitId, ContentHash, NamespaceId, TreeId
 from store.objects import EntryKind, FileEntry
 from store.protocol import DrivePath
 
@@ -107,6 +109,12 @@ CREATE TABLE put_hashes (
     seq INTEGER PRIMARY KEY,
     content_hash BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS view_heads (
+    namespace BLOB PRIMARY KEY,
+    commit_id BLOB NOT NULL,
+    root BLOB NOT NULL,
+    time_ns INTEGER NOT NULL
+);
 CREATE TABLE conflicts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     namespace BLOB NOT NULL,
@@ -121,6 +129,17 @@ CREATE TABLE conflicts (
     time_ns INTEGER NOT NULL
 );
 """
+
+
+_VIEW_HEADS_TABLE: Final = (
+    _SCHEMA[
+        _SCHEMA.index("CREATE TABLE IF NOT EXISTS view_heads") : _SCHEMA.index(
+            "CREATE TABLE conflicts"
+        )
+    ]
+    .rstrip()
+    .rstrip(";")
+)
 
 
 class JournalError(BoxfsError):
@@ -283,6 +302,15 @@ class InFlightBatch:
     entries: tuple[JournalEntry, ...]
     body: bytes
     created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ViewHead:
+    """The commit a mount's view last showed, and its root tree."""
+
+    commit_id: CommitId
+    root: TreeId
+    time_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +520,8 @@ class Journal:
                 raise JournalError(
                     f"{self.path} has journal format {version}; this build reads {SCHEMA_VERSION}"
                 )
+            else:  # a journal made before `view_heads` existed gains it (additive)
+                self._db.execute(_VIEW_HEADS_TABLE)
 
     def close(self) -> None:
         with self._lock:
@@ -587,6 +617,45 @@ class Journal:
                 (bytes(namespace_id), limit),
             ).fetchall()
         return [_entry_from(row) for row in rows]
+
+    def unconfirmed_paths(self, namespace_id: NamespaceId) -> set[DrivePath]:
+        """Every path an entry (pending or in flight) names: a put's, a move's source and
+        destination. The syncer leaves these alone until the server has answered."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT path, dst FROM ops WHERE namespace = ?", (bytes(namespace_id),)
+            ).fetchall()
+        paths: set[DrivePath] = set()
+        for row in rows:
+            paths.add(DrivePath.from_bytes(row["path"]))
+            if row["dst"] is not None:
+                paths.add(DrivePath.from_bytes(row["dst"]))
+        return paths
+
+    def save_view_head(self, namespace_id: NamespaceId, head: ViewHead) -> None:
+        """Remember the commit the mount's view shows (what an offline mount starts from)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO view_heads (namespace, commit_id, root, time_ns)"
+                " VALUES (?, ?, ?, ?)",
+                (bytes(namespace_id), bytes(head.commit_id), bytes(head.root), head.time_ns),
+            )
+
+    def view_head(self, namespace_id: NamespaceId) -> ViewHead | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT commit_id, root, time_ns FROM view_heads WHERE namespace = ?",
+                (bytes(namespace_id),),
+            ).fetchone()
+        if row is None:
+            return None
+        return ViewHead(CommitId(row["commit_id"]), TreeId(row["root"]), row["time_ns"])
+
+    def view_namespaces(self) -> list[NamespaceId]:
+        """The namespaces a view head is remembered for."""
+        with self._read() as db:
+            rows = db.execute("SELECT namespace FROM view_heads ORDER BY namespace").fetchall()
+        return [NamespaceId(row[0]) for row in rows]
 
     def count(self, namespace_id: NamespaceId | None = None) -> int:
         """How many entries (pending or in flight) the namespace has; all, without one."""

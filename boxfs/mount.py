@@ -2,16 +2,19 @@
 
 Owns the root trio nursery of a mount and the order of its life:
 
-1. Start: the device home (``Home.from_env``, ``load_session``), ``Remote``, the home
-   namespace, the LMDB ``ObjectCache`` (budget from ``--cache-size``), ``Fetcher``,
-   ``Journal``, ``Staging`` (sweeping the staged files a crash left that no journal entry
-   names), ``Uploader``, the ``FileSystemModel`` (``start`` loads the head), then
+1. Start: the device home (``Home.from_env``, ``load_session``), ``Remote``, the LMDB
+   ``ObjectCache`` (budget from ``--cache-size``), ``Journal``, the home namespace (from
+   the server; offline, the one the journal remembers a view of), ``Staging`` (sweeping
+   the staged files a crash left that no journal entry names), ``Fetcher``, ``Uploader``,
+   ``Syncer``, the ``FileSystemModel`` (``start`` loads the head, or offline the head
+   the view last showed), then
    ``fuse_ops.init_session`` with ``fsname=boxfs``, ``subtype=boxfs``,
    ``default_permissions``, ``allow_other`` only when asked, and the user's ``-o``
    options (1 MiB requests come from libfuse's ``max_pages`` and a 1 MiB ``st_blksize``;
    ``max_read`` cannot be set through pyfuse3, see ``fuse_ops.mount_options``). One nursery
-   runs ``fuse_ops.run_session`` (pyfuse3.main), ``Fetcher.run``, ``Uploader.run`` and
-   the signal watcher.
+   runs ``fuse_ops.run_session`` (pyfuse3.main), ``Fetcher.run``, ``Uploader.run``,
+   ``Syncer.run`` (the event stream and the view following it), ``Notifier.run`` (kernel
+   invalidations, from worker threads) and the signal watcher.
 2. Stop, on SIGTERM / SIGINT / SIGHUP or an external ``fusermount3 -u``: a signal first
    unmounts the normal way (``fusermount3 -u``, so the kernel flushes dirty pages and sends
    the last releases while the session still serves them); while the mount is busy this is
@@ -19,7 +22,7 @@ Owns the root trio nursery of a mount and the order of its life:
    terminated and detached lazily (dirty pages the kernel still held for files open at
    that moment are then lost; what was closed or fsynced is journaled). Once the session
    has ended no request is accepted; the uploader then gets ``drain_timeout_s`` to empty
-   the journal.
+   the journal (none after ``NO_WAIT_SIGNAL``, what ``boxfs unmount --no-wait`` sends).
    What it could not send stays journaled (logged, with the count) and the next mount
    resumes it: nothing is dropped. Then the background tasks are cancelled, the session
    closed (unmounting if still mounted), and the journal, cache and HTTP client closed.
@@ -56,9 +59,12 @@ from boxfs.fetcher import Fetcher
 from boxfs.fs_model import FileSystemModel
 from boxfs.home import Home
 from boxfs.journal import Journal
+from boxfs.notifier import Notifier
 from boxfs.remote import Remote
 from boxfs.staging import Staging
+from boxfs.syncer import Syncer
 from boxfs.uploader import Uploader
+from store import protocol
 from store.cache import ObjectCache
 from store.errors import StoreError
 from store.ids import NamespaceId
@@ -76,6 +82,8 @@ DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
 DRAIN_PROGRESS_EVERY_S: Final = 2.0
 BUSY_UNMOUNT_RETRY_S: Final = 10.0
 UNMOUNT_COMMAND: Final = "fusermount3"
+# `boxfs unmount --no-wait` sends this: unmount, and leave what is pending in the journal.
+NO_WAIT_SIGNAL: Final = signal.SIGUSR1
 
 _SIZE_PATTERN: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -166,13 +174,33 @@ async def _unmount_externally(mountpoint: Path) -> bool:
     return result.returncode == 0
 
 
-async def _watch_signals(mountpoint: Path, stopping: trio.Event) -> None:
-    """First SIGTERM/SIGINT/SIGHUP: unmount cleanly, retrying while the mount is busy (open
-    files, a shell inside) for up to ``BUSY_UNMOUNT_RETRY_S``, then terminate the session.
-    Second signal: terminate at once."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+@dataclass
+class _Stop:
+    """How the mount is asked to end."""
+
+    requested: trio.Event = field(default_factory=trio.Event)
+    no_wait: bool = False  # leave pending uploads journaled instead of draining them
+
+
+def _drain_timeout_s(config: MountConfig, stop: _Stop) -> float:
+    if stop.no_wait:
+        log.info("asked not to wait for uploads: what is pending stays journaled")
+        return 0.0
+    return config.drain_timeout_s
+
+
+async def _watch_signals(mountpoint: Path, stop: _Stop) -> None:
+    """First SIGTERM/SIGINT/SIGHUP (or ``NO_WAIT_SIGNAL``: the same, without draining the
+    uploads afterwards): unmount cleanly, retrying while the mount is busy (open files, a
+    shell inside) for up to ``BUSY_UNMOUNT_RETRY_S``, then terminate the session. Second
+    signal: terminate at once."""
+    stopping = stop.requested
+    watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, NO_WAIT_SIGNAL)
+    with trio.open_signal_receiver(*watched) as signals:
         async with trio.open_nursery() as nursery:
             async for signum in signals:
+                if signum == NO_WAIT_SIGNAL:
+                    stop.no_wait = True
                 if not stopping.is_set():
                     stopping.set()
                     log.info("%s: unmounting %s", signal.Signals(signum).name, mountpoint)
@@ -226,28 +254,16 @@ async def run_mount(
     mounted = False
     left = 0
     try:
-        namespace_id = (await remote.home()).namespace_id
-        cache_dir = home.cache_dir
         cache = await trio.to_thread.run_sync(
-            lambda: ObjectCache.open(cache_dir, config.cache_size_bytes)
+            ObjectCache.open, home.cache_dir, config.cache_size_bytes
         )
-        journal_path = home.journal_dir / JOURNAL_FILE_NAME
-        opened_journal = await trio.to_thread.run_sync(Journal, journal_path)
+        opened_journal = await trio.to_thread.run_sync(
+            Journal, home.journal_dir / JOURNAL_FILE_NAME
+        )
         journal = opened_journal
-        staging = await _swept_staging(home, opened_journal)
-        fetcher = Fetcher(remote, namespace_id, cache, limiter)
-        uploader = Uploader(journal, staging, remote, namespace_id, limiter)
-        model = FileSystemModel(
-            namespace_id=namespace_id,
-            remote=remote,
-            fetcher=fetcher,
-            journal=journal,
-            staging=staging,
-            uploader=uploader,
-            limiter=limiter,
-            uid=os.getuid(),
-            gid=os.getgid(),
-            preserve_ownership=config.preserve_ownership,
+        namespace_id = await _home_namespace(remote, opened_journal)
+        fetcher, uploader, syncer, model = await _build_drive(
+            config, home, remote, cache, opened_journal, namespace_id=namespace_id, limiter=limiter
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(fetcher.run)
@@ -256,21 +272,25 @@ async def run_mount(
             # missing from the view.
             await model.start()
             nursery.start_soon(uploader.run)
+            nursery.start_soon(syncer.run)
             fuse_ops.init_session(fuse_ops.BoxfsOperations(model), mountpoint, _options(config))
+            nursery.start_soon(
+                Notifier(model, fuse_ops.invalidate_entry, fuse_ops.invalidate_inode).run
+            )
             mounted = _record_mounted(home, mountpoint)
             log.info("mounted %s (%s) at %s", session.username, session.server_url, mountpoint)
             if on_mounted is not None:
                 on_mounted()
-            stopping = trio.Event()
-            nursery.start_soon(_watch_signals, mountpoint, stopping)
+            stop = _Stop()
+            nursery.start_soon(_watch_signals, mountpoint, stop)
             await fuse_ops.run_session()  # until unmounted or terminated
-            stopping.set()
+            stop.requested.set()
             # Close at once: after a terminate the kernel may still hold requests that only
             # closing the session's /dev/fuse descriptor answers (ENOTCONN).
             mounted = False
             fuse_ops.close_session(unmount=find_mount(mountpoint) is not None)
             log.info("the session ended; no more requests are accepted")
-            left = await _drain(uploader, journal, namespace_id, config.drain_timeout_s)
+            left = await _drain(uploader, journal, namespace_id, _drain_timeout_s(config, stop))
             nursery.cancel_scope.cancel()
     finally:
         _remove_pid_file(home)
@@ -283,6 +303,51 @@ async def run_mount(
         with trio.CancelScope(shield=True):
             await remote.aclose()
     return left
+
+
+async def _build_drive(
+    config: MountConfig,
+    home: Home,
+    remote: Remote,
+    cache: ObjectCache,
+    journal: Journal,
+    *,
+    namespace_id: NamespaceId,
+    limiter: trio.CapacityLimiter,
+) -> tuple[Fetcher, Uploader, Syncer, FileSystemModel]:
+    """The fetcher, uploader, syncer and filesystem model of one namespace."""
+    staging = await _swept_staging(home, journal)
+    fetcher = Fetcher(remote, namespace_id, cache, limiter)
+    uploader = Uploader(journal, staging, remote, namespace_id, limiter)
+    model = FileSystemModel(
+        namespace_id=namespace_id,
+        remote=remote,
+        fetcher=fetcher,
+        journal=journal,
+        staging=staging,
+        uploader=uploader,
+        limiter=limiter,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        preserve_ownership=config.preserve_ownership,
+    )
+    syncer = Syncer(model, remote, namespace_id)
+    uploader.on_reply = syncer.confirmed
+    uploader.on_batch_done = syncer.poke
+    return fetcher, uploader, syncer, model
+
+
+async def _home_namespace(remote: Remote, journal: Journal) -> NamespaceId:
+    """The account's home namespace; with the server unreachable, the one this device's
+    view was last shown for (an offline start), if there is exactly one."""
+    try:
+        return (await remote.home()).namespace_id
+    except protocol.UnavailableError:
+        remembered = await trio.to_thread.run_sync(journal.view_namespaces)
+        if len(remembered) != 1:
+            raise
+        log.warning("the server is unreachable: mounting offline from this device's view")
+        return remembered[0]
 
 
 def _record_mounted(home: Home, mountpoint: Path) -> bool:

@@ -13,7 +13,7 @@ One ``Remote`` may serve many concurrent tasks: httpx pools its connections.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -326,10 +326,16 @@ class Remote:
 
     # --- events --------------------------------------------------------------------------
 
-    async def events(self, last_event_id: str | None = None) -> AsyncIterator[protocol.Event]:
+    async def events(
+        self,
+        last_event_id: str | None = None,
+        *,
+        on_connected: Callable[[], None] | None = None,
+    ) -> AsyncIterator[protocol.Event]:
         """Head events as they come, until the server ends the stream. Heartbeats are
         consumed here; a broken connection raises ``UnavailableError`` (reconnect with the
-        ``last_event_id`` of the parser to resume)."""
+        ``last_event_id`` of the parser to resume). ``on_connected`` is called once the
+        server has accepted the stream: every later head move arrives as an event."""
         extra = {"Accept": protocol.EVENT_STREAM_MEDIA_TYPE}
         if last_event_id:
             extra["Last-Event-ID"] = last_event_id
@@ -349,6 +355,8 @@ class Remote:
             if response.is_error:
                 await response.aread()
                 raise protocol.error_for_response(response.status_code, response.content)
+            if on_connected is not None:
+                on_connected()
             parser = protocol.EventStreamParser()
             try:
                 async for piece in response.aiter_raw():

@@ -64,7 +64,7 @@ from store import protocol
 from store.chunking import CHUNK_MIN_BYTES, ChunkStream
 from store.errors import FormatError
 from store.frames import encode_frame
-from store.ids import ChunkId, ContentHash, NamespaceId
+from store.ids import ChunkId, CommitId, ContentHash, NamespaceId
 from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind, FileEntry
 
 _log = logging.getLogger(__name__)
@@ -363,6 +363,12 @@ class Uploader:
         self._last_error: str | None = None
         self._last_sync_time: float | None = None
         self._bytes_sent = 0
+        # Called on the loop with each reply's head and sequence, before the batch's entries
+        # leave the journal: the view must never show a head older than this batch again.
+        self.on_reply: Callable[[CommitId | None, int], None] | None = None
+        # Called (on the loop) after each batch the server answered: the syncer looks again
+        # at the names it left alone for these entries.
+        self.on_batch_done: Callable[[], None] | None = None
 
     # --- the public face -----------------------------------------------------------------------
 
@@ -657,6 +663,8 @@ class Uploader:
             raise protocol.InternalError(
                 f"batch {key}: {len(reply.results)} results for {len(entries)} ops"
             )
+        if self.on_reply is not None:
+            self.on_reply(reply.head, reply.sequence)
         local_copies: dict[int, str] = {}
         for entry, result in zip(entries, reply.results, strict=True):
             op = entry.op
@@ -677,6 +685,8 @@ class Uploader:
         self._last_sync_time = time.time()
         self._last_error = None
         self._entries_left()
+        if self.on_batch_done is not None:
+            self.on_batch_done()
 
     async def _discard(self, names: list[str]) -> None:
         if names:

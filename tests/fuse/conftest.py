@@ -8,6 +8,8 @@ it has not gone within the timeout, the FUSE connection is aborted through
 detaches the mountpoint, and the process is killed by its PID. Never by name.
 ``pytest_sessionfinish`` does the same for any mount a failed test left.
 
+``BOXFS_TEST_MOUNT_DEBUG=1`` runs the mounts with ``--debug`` (every detail in their logs).
+
 Without /dev/fuse every test here is skipped, with that reason printed; with it (this
 machine, CI) they must run.
 """
@@ -111,6 +113,7 @@ class MountProcess:
         command = [
             sys.executable, "-m", "boxfs.mount", str(self.mountpoint),
             "--cache-size", self.cache_size, "--drain-timeout", str(DRAIN_TIMEOUT_S),
+            *(["--debug"] if os.environ.get("BOXFS_TEST_MOUNT_DEBUG") else []),
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

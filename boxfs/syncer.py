@@ -1,0 +1,164 @@
+"""The syncer: keeps one namespace's view in step with the server's head.
+
+Owns two tasks under ``run``:
+
+- the listener holds the server's event stream (``Remote.events``) open. Each time the
+  stream is (re)connected it asks for a catch-up (the head may have moved while it was
+  away: events are hints, the commit chain is the record); each event for this namespace
+  with a sequence newer than the last one seen names the head to show. A broken or refused
+  stream is reopened after a backoff (``backoff_min_s`` doubling to ``backoff_max_s``);
+  while it is down the syncer reports itself offline.
+- the applier shows the newest head wanted (``FileSystemModel.apply_head``: diff, update,
+  queue kernel invalidations). Heads that arrive while one is applied are coalesced: only
+  the newest is applied next. It also rechecks the names a sync left alone for local
+  changes (``FileSystemModel.recheck``) when the uploader reports a batch answered
+  (``poke``), and every ``recheck_every_s`` while any are left. A reply to this device's
+  own batch names a head too (``confirmed``): the view then never goes back to an older
+  one, which would lack what the batch just confirmed.
+
+Failures never end ``run``: a failed apply is logged and retried after the backoff.
+
+Who calls it: ``boxfs.mount`` starts ``run`` in its root nursery after the model's
+``start``; the uploader calls ``poke`` (on the loop) after each answered batch. Must not:
+talk to the kernel (the notifier does), or block the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Final
+
+import trio
+
+from boxfs.fs_model import FileSystemModel, FsError, SyncError
+from boxfs.remote import Remote
+from store import protocol
+from store.errors import StoreError
+from store.ids import CommitId, NamespaceId
+
+_log = logging.getLogger(__name__)
+
+RECHECK_EVERY_S: Final = 1.0
+
+
+class Syncer:
+    def __init__(
+        self,
+        model: FileSystemModel,
+        remote: Remote,
+        namespace_id: NamespaceId,
+        *,
+        backoff_min_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+        recheck_every_s: float = RECHECK_EVERY_S,
+    ) -> None:
+        self.model = model
+        self.remote = remote
+        self.namespace_id = namespace_id
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = max(backoff_max_s, backoff_min_s)
+        self.recheck_every_s = recheck_every_s
+        self._wake = trio.Event()
+        self._wanted: CommitId | None = None  # the newest head an event named
+        self._sequence = -1  # the newest sequence seen for this namespace
+        self._catch_up = False  # ask the server for its head on the next round
+        self._recheck = False
+        self._connected = False
+
+    # --- the public face -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the event stream is open (the view follows the server live)."""
+        return self._connected
+
+    def confirmed(self, head: CommitId | None, sequence: int) -> None:
+        """The server answered one of this device's batches with this head: show it (or a
+        newer one), never an older one (it would lack what the batch just confirmed)."""
+        self.model.raise_floor(sequence)
+        if sequence > self._sequence:
+            self._sequence = sequence
+            self._wanted = head
+            self._wake.set()
+
+    def poke(self) -> None:
+        """The uploader had a batch answered: look again at names left alone for it."""
+        self._recheck = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._listen)
+            nursery.start_soon(self._apply)
+
+    # --- the listener ----------------------------------------------------------------------
+
+    def _on_connected(self) -> None:
+        if not self._connected:
+            _log.info("following the server's changes")
+        self._connected = True
+        self._catch_up = True
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        delay_s = self.backoff_min_s
+        while True:
+            try:
+                async for event in self.remote.events(on_connected=self._on_connected):
+                    delay_s = self.backoff_min_s
+                    if event.namespace_id != self.namespace_id:
+                        continue
+                    if event.sequence <= self._sequence:
+                        continue  # already seen (a replay after reconnecting)
+                    self._sequence = event.sequence
+                    self._wanted = event.head
+                    self._wake.set()
+            except protocol.UnavailableError as exc:
+                if self._connected:
+                    _log.warning("the event stream is down; reconnecting: %s", exc)
+            except (protocol.ProtocolError, StoreError) as exc:
+                _log.error("the event stream was refused; retrying in %.1f s: %s", delay_s, exc)
+            self._connected = False
+            await trio.sleep(delay_s)
+            delay_s = min(delay_s * 2, self.backoff_max_s)
+
+    # --- the applier -----------------------------------------------------------------------
+
+    async def _apply(self) -> None:
+        delay_s = self.backoff_min_s
+        while True:
+            timeout_s = self.recheck_every_s if self.model.deferred_count else math.inf
+            with trio.move_on_after(timeout_s):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            try:
+                await self._round()
+            except (protocol.UnavailableError, protocol.ProtocolError, StoreError) as exc:
+                _log.warning("cannot follow the server's head now; retrying: %s", exc)
+            except (SyncError, FsError) as exc:
+                _log.error("cannot show the server's head; retrying: %s", exc)
+            else:
+                delay_s = self.backoff_min_s
+                continue
+            self._wake.set()  # try again after the delay
+            await trio.sleep(delay_s)
+            delay_s = min(delay_s * 2, self.backoff_max_s)
+
+    async def _round(self) -> None:
+        if self._catch_up:
+            self._catch_up = False
+            try:
+                head = await self.remote.head(self.namespace_id)
+            except BaseException:
+                self._catch_up = True
+                raise
+            if head.sequence > self._sequence:
+                self._sequence = head.sequence
+                self._wanted = head.head
+        wanted, sequence = self._wanted, self._sequence
+        if wanted is not None and wanted != self.model.head:
+            await self.model.apply_head(wanted, sequence)
+        if self._recheck or self.model.deferred_count:
+            self._recheck = False
+            await self.model.recheck()
