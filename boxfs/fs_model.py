@@ -39,7 +39,9 @@ Decisions the adapter relies on:
   file at once (from the fetcher, or hole-preserving from an earlier staged file);
   ``O_TRUNC`` copies nothing.
 - ``fsync`` journals the file's content now and fsyncs its staged file: it survives a
-  crash or power cut and will be uploaded; it does not wait for the server.
+  crash or power cut and will be uploaded; it does not wait for the server. ``flush``
+  (every close(2)) journals it too, without the fsync: once close(2) has returned, the
+  content survives the mount being killed.
 - ``start`` replays the journal's entries (an earlier mount's unconfirmed changes) onto
   the head, so they show; call it before ``uploader.run`` starts.
 
@@ -1467,7 +1469,13 @@ class FileSystemModel:
         return written
 
     async def flush(self, fh: int) -> None:
-        self._handle(fh)
+        """A close(2) of a descriptor of this handle: journal what it wrote now. The kernel
+        sends the release only after close(2) has returned, and a mount killed in between
+        would otherwise lose a file whose close succeeded. (A later write through another
+        descriptor of the same file copies the frozen content into a new stage.)"""
+        handle = self._handle(fh)
+        if handle.writable:
+            await self._commit(handle.node, durable=False)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         """Journal the file's content now, durably: once this returns, the content survives

@@ -553,6 +553,27 @@ def test_fsync_journals_at_once_and_later_writes_copy_on_write(
     run_model(server, tmp_path, test)
 
 
+def test_a_close_journals_the_put_before_the_release_arrives(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async def test(mount: Mount) -> None:
+        model = mount.model
+        fh, attr = await model.create(ROOT_INODE, b"note", 0o644, RW)
+        await model.write(fh, 0, b"written")
+        await model.flush(fh)  # close(2) returns after this; RELEASE comes later
+        ops = await mount.pending()
+        assert len(ops) == 1 and isinstance(ops[0], PendingPut)
+        await model.release(fh)
+        assert len(await mount.pending()) == 1  # nothing new to journal at the release
+        reader, _ = await model.open(attr.inode, os.O_RDONLY)
+        await model.flush(reader)  # a read-only close journals nothing
+        await model.release(reader)
+        assert len(await mount.pending()) == 1
+        assert await read_all(model, attr.inode) == b"written"
+
+    run_model(server, tmp_path, test)
+
+
 def test_the_roots_attributes_change_in_memory_only(server: ServerProcess, tmp_path: Path) -> None:
     async def test(mount: Mount) -> None:
         model = mount.model
