@@ -10,8 +10,9 @@ Owns the root trio nursery of a mount and the order of its life:
    the view last showed), then
    ``fuse_ops.init_session`` with ``fsname=boxfs``, ``subtype=boxfs``,
    ``default_permissions``, ``allow_other`` only when asked, and the user's ``-o``
-   options (1 MiB requests come from libfuse's ``max_pages`` and a 1 MiB ``st_blksize``;
-   ``max_read`` cannot be set through pyfuse3, see ``fuse_ops.mount_options``). One nursery
+   options (1 MiB requests come from libfuse's ``max_pages``, a 1 MiB ``st_blksize`` and,
+   where permitted, a 1 MiB read-ahead on the mount's backing device; ``max_read`` cannot
+   be set through pyfuse3, see ``fuse_ops.mount_options``). One nursery
    runs ``fuse_ops.run_session`` (pyfuse3.main), ``Fetcher.run``, ``Uploader.run``,
    ``Syncer.run`` (the event stream and the view following it), ``Notifier.run`` (kernel
    invalidations, from worker threads) and the signal watcher.
@@ -82,6 +83,7 @@ DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
 DRAIN_PROGRESS_EVERY_S: Final = 2.0
 BUSY_UNMOUNT_RETRY_S: Final = 10.0
 UNMOUNT_COMMAND: Final = "fusermount3"
+READ_AHEAD_KB: Final = 1024  # the kernel then sends 1 MiB read requests (max_pages is 256)
 # `boxfs unmount --no-wait` sends this: unmount, and leave what is pending in the journal.
 NO_WAIT_SIGNAL: Final = signal.SIGUSR1
 
@@ -274,6 +276,7 @@ async def run_mount(
             nursery.start_soon(uploader.run)
             nursery.start_soon(syncer.run)
             fuse_ops.init_session(fuse_ops.BoxfsOperations(model), mountpoint, _options(config))
+            nursery.start_soon(_raise_read_ahead, mountpoint)
             nursery.start_soon(
                 Notifier(model, fuse_ops.invalidate_entry, fuse_ops.invalidate_inode).run
             )
@@ -303,6 +306,27 @@ async def run_mount(
         with trio.CancelScope(shield=True):
             await remote.aclose()
     return left
+
+
+async def _raise_read_ahead(mountpoint: Path) -> None:
+    """Let the kernel read ahead ``READ_AHEAD_KB`` on this mount (its default is 128 KiB,
+    so sequential reads would arrive as 128 KiB requests), where permitted (root, or a
+    writable /sys); elsewhere the default stays and reads still work. Only once the kernel
+    has the session's INIT reply (a stat of the mountpoint, served by this loop, returns):
+    processing that reply caps the read-ahead at what INIT negotiated."""
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint)
+    except OSError as exc:
+        log.info("kernel read-ahead left at its default (stat: %s)", exc.strerror)
+        return
+    info = find_mount(mountpoint)
+    if info is None:
+        return
+    path = Path(f"/sys/class/bdi/0:{info.device_minor}/read_ahead_kb")
+    try:
+        await trio.to_thread.run_sync(path.write_text, f"{READ_AHEAD_KB}\n")
+    except OSError as exc:
+        log.info("kernel read-ahead left at its default (%s: %s)", path, exc.strerror)
 
 
 async def _build_drive(

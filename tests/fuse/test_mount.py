@@ -84,6 +84,15 @@ def test_copied_files_read_back_through_the_mount_another_device_and_a_second_mo
     assert not folder.exists()
 
 
+def test_the_mount_asks_the_kernel_for_1_mib_of_read_ahead(drive: MountProcess) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root may raise a mount's read-ahead (/sys/class/bdi)")
+    info = find_mount(drive.mountpoint)
+    assert info is not None
+    read_ahead = Path(f"/sys/class/bdi/0:{info.device_minor}/read_ahead_kb")
+    assert read_ahead.read_text().strip() == "1024"
+
+
 def test_a_directory_tree_is_created_renamed_and_removed(drive: MountProcess) -> None:
     top = drive.mountpoint / "tree"
     (top / "a" / "b").mkdir(parents=True)
