@@ -338,7 +338,7 @@ class Uploader:
         limiter: trio.CapacityLimiter,
         *,
         batch_max_ops: int = 500,
-        quiet_s: float = 0.2,
+        quiet_s: float = 0.05,  # short: it is added to every change's trip to other devices
         max_delay_s: float = 2.0,
         backoff_min_s: float = 0.2,
         backoff_max_s: float = 10.0,
