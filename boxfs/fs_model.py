@@ -68,7 +68,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, ParamSpec, TypeVar
 
@@ -831,7 +831,11 @@ class FileSystemModel:
                 if directory.children is None or directory.tree_id != tree_id:
                     continue  # changed meanwhile; that sync looked at the name
                 entry = next((e for e in tree if e.name == path[-1]), None)
-                await self._sync_name(directory, path[-1], entry, path, unconfirmed)
+                child = directory.children.get(path[-1])
+                own = await self._own_put_hashes([] if child is None else [child])
+                if _listing_of(directory) is None:
+                    continue  # forgotten meanwhile
+                await self._sync_name(directory, path[-1], entry, path, unconfirmed, own=own)
         self._flush_invalidations()
 
     async def wait_invalidations(self) -> list[Invalidation]:
@@ -909,9 +913,24 @@ class FileSystemModel:
             for entry in tree
             if not (node is self._root and entry.name == VERSIONS_NAME)
         }
+        own = await self._own_put_hashes(children.values())
         for name in sorted(entries.keys() | children.keys()):
-            await self._sync_name(node, name, entries.get(name), (*path, name), unconfirmed)
+            await self._sync_name(
+                node, name, entries.get(name), (*path, name), unconfirmed, own=own
+            )
         node.tree_id = tree_id
+
+    async def _own_put_hashes(self, nodes: Iterable[_Node]) -> dict[int, ContentHash]:
+        """The content hashes the uploader recorded for these files' latest puts (this
+        device's content, still served from its staged file), in one journal call."""
+        seqs = [
+            node.base_seq
+            for node in nodes
+            if node.staged is not None and node.base_seq is not None and node.entry is None
+        ]
+        if not seqs:
+            return {}
+        return await self._thread(self._journal.put_hashes, seqs)
 
     async def _sync_name(
         self,
@@ -920,10 +939,14 @@ class FileSystemModel:
         entry: FileEntry | None,
         path: tuple[bytes, ...],
         unconfirmed: _Unconfirmed,
+        *,
+        own: Mapping[int, ContentHash],
     ) -> None:
         """Bring one name of a listed directory to the server's ``entry`` (``None``: the
-        server has no such name), unless a local change holds it."""
-        assert directory.children is not None
+        server has no such name), unless a local change holds it. ``own``: the content
+        hashes of this device's puts (``_own_put_hashes``)."""
+        if directory.children is None:
+            return  # dropped by a forget meanwhile: it is fetched anew, from the new tree
         child = directory.children.get(name)
         if _held_locally(child, entry, path, unconfirmed):
             self._deferred.add(path)
@@ -939,28 +962,23 @@ class FileSystemModel:
                 self._queue_invalidation(child)
             await self._sync_dir(child, entry.tree_id, path, unconfirmed)
         elif child.kind is entry.kind:
-            await self._sync_leaf(child, entry, path)
+            self._sync_leaf(child, entry, own)
         else:  # another kind now
             self._remove_remotely(directory, child)
             directory.children[name] = self._node_from_entry(entry, directory)
 
-    async def _sync_leaf(self, node: _Node, entry: FileEntry, path: tuple[bytes, ...]) -> None:
+    def _sync_leaf(self, node: _Node, entry: FileEntry, own: Mapping[int, ContentHash]) -> None:
         """A file, symlink, FIFO or socket whose server entry is ``entry`` (same kind). The
         node keeps its inode, so an open descriptor reads the new content."""
         same_content = True
         if node.kind is EntryKind.FILE:
-            if node.staged is not None and node.base_seq is not None:
+            if node.entry is not None:
+                same_content = node.entry.content_hash == entry.content_hash
+            elif node.staged is not None and node.base_seq is not None:
                 # Content this device wrote: is the server's entry that put, as sent?
-                base_seq = node.base_seq
-                hashes = await self._thread(self._journal.put_hashes, [base_seq])
-                if _busy(node) or node.base_seq != base_seq:
-                    self._deferred.add(path)  # written again meanwhile
-                    return
-                same_content = hashes.get(base_seq) == entry.content_hash
+                same_content = own.get(node.base_seq) == entry.content_hash
             else:
-                same_content = node.entry is not None and (
-                    node.entry.content_hash == entry.content_hash
-                )
+                same_content = False
             if not same_content:
                 if node.reader is not None:
                     node.reader.close()  # a read using it retries with the new state
