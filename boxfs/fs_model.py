@@ -814,29 +814,41 @@ class FileSystemModel:
 
     async def recheck(self) -> None:
         """Look again at the names an earlier sync left alone whose local change is now
-        settled (answered by the server, or the file closed)."""
+        settled (answered by the server, or the file closed). Names still named by the
+        journal stay aside without any work; the rest are looked up directory by
+        directory (one tree and one journal read each), so a burst of thousands of
+        pending creates costs little per answered batch."""
         if not self._deferred or self._head_sequence < self._floor_sequence:
             return  # the newer head is on its way: recheck against it
         async with self._lock:
             unconfirmed = await self._unconfirmed()
             if self._head_sequence < self._floor_sequence:
                 return
-            deferred, self._deferred = self._deferred, set()
-            for path in sorted(deferred, key=len):  # parents before their children
-                directory = self._listed_dir(path[:-1])
-                if directory is None or directory.tree_id is None:
-                    continue  # gone, or not listed: nothing shown to correct
-                tree_id = directory.tree_id
-                tree = await self._tree(tree_id)
-                if directory.children is None or directory.tree_id != tree_id:
-                    continue  # changed meanwhile; that sync looked at the name
-                entry = next((e for e in tree if e.name == path[-1]), None)
-                child = directory.children.get(path[-1])
-                own = await self._own_put_hashes([] if child is None else [child])
-                if _listing_of(directory) is None:
-                    continue  # forgotten meanwhile
-                await self._sync_name(directory, path[-1], entry, path, unconfirmed, own=own)
+            settled = [path for path in self._deferred if path not in unconfirmed.exact]
+            self._deferred.difference_update(settled)
+            by_directory: dict[tuple[bytes, ...], list[bytes]] = {}
+            for path in settled:
+                by_directory.setdefault(path[:-1], []).append(path[-1])
+            for directory_path in sorted(by_directory, key=len):  # parents first
+                await self._recheck_names(directory_path, by_directory[directory_path], unconfirmed)
         self._flush_invalidations()
+
+    async def _recheck_names(
+        self, path: tuple[bytes, ...], names: list[bytes], unconfirmed: _Unconfirmed
+    ) -> None:
+        directory = self._listed_dir(path)
+        if directory is None or directory.tree_id is None:
+            return  # gone, or not listed: nothing shown to correct
+        tree_id = directory.tree_id
+        tree = await self._tree(tree_id)
+        children = _listing_of(directory)
+        if children is None or directory.tree_id != tree_id:
+            return  # changed meanwhile; that sync looked at these names
+        entries = {entry.name: entry for entry in tree}
+        own = await self._own_put_hashes(children[name] for name in names if name in children)
+        for name in sorted(names):
+            entry = entries.get(name)
+            await self._sync_name(directory, name, entry, (*path, name), unconfirmed, own=own)
 
     async def wait_invalidations(self) -> list[Invalidation]:
         """Wait for, and take, what the notifier must tell the kernel."""
