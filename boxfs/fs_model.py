@@ -598,9 +598,14 @@ class FileSystemModel:
             raise FsError(errno.ENOENT)
         return node
 
-    async def _append(self, *ops: PendingOp) -> list[int]:
+    async def _append(self, *ops: PendingOp, power_safe: bool = False) -> list[int]:
+        """Journal ``ops``: they survive the mount being killed once this returns, and a
+        power cut only with ``power_safe`` (what fsync(2) promises; metadata changes, like
+        a local filesystem's, are made durable by a later fsync)."""
         try:
-            seqs = await self._thread(self._journal.append_many, self._namespace_id, ops)
+            seqs = await self._thread(
+                self._journal.append_many, self._namespace_id, ops, power_safe=power_safe
+            )
         except FormatError as exc:
             raise FsError(errno.EINVAL, str(exc)) from exc
         except (JournalError, OSError) as exc:
@@ -1547,7 +1552,7 @@ class FileSystemModel:
                     self._path(node), self._file_attrs(node), staged=stage.name,
                     base=node.base, base_seq=node.base_seq,
                 )  # fmt: skip
-                (seq,) = await self._append(op)
+                (seq,) = await self._append(op, power_safe=durable)
             except BaseException:
                 node.staged, node.reader = previous, old_reader
                 if _stage_of(node) is None:  # give the content back, still to be journaled

@@ -26,10 +26,16 @@ put's content hash yet (the uploader computes it at send time): it passes ``base
 seq of that put, and the uploader uses the content hash recorded for it (``put_hashes``),
 falling back to ``base`` if that put never got one (it was rejected before sending).
 
-**Durability.** Once ``append`` returns, the entry survives the process being killed and
-the machine losing power (``synchronous=FULL`` on WAL fsyncs each commit). A put's staged
-file is the caller's: fsync it first (``Staging.fsync``) for the same promise about the
-content.
+**Durability.** Once ``append`` returns, the entry survives the process being killed
+(SQLite's write-ahead log is written before the commit returns, whatever the sync mode) and,
+by default, the machine losing power too (``synchronous=FULL``: the log is fsynced at each
+commit). ``append_many(..., power_safe=False)`` skips that fsync (``synchronous=NORMAL``
+for the one transaction): the entry still survives a kill -9, and the next power-safe
+commit (any later ``power_safe`` append, and every batch bookkeeping write) fsyncs the log
+with it and every earlier entry. The mount appends with ``power_safe=False`` except for
+fsync(2), so a burst of closes (an untar) does not pay one disk flush per file. A put's
+staged file is the caller's: fsync it first (``Staging.fsync``) for the same promise about
+the content.
 
 Tables (the schema is ``_SCHEMA``; ``PRAGMA user_version`` is its version)::
 
@@ -536,10 +542,12 @@ class Journal:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed (and fsynced) when the block ends, rolled back
-        if it raises. SQLite's own errors leave as ``JournalError``."""
+    def _write(self, *, power_safe: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed (and fsynced, if ``power_safe``) when the block
+        ends, rolled back if it raises. SQLite's own errors leave as ``JournalError``."""
         with self._lock, self._translated():
+            if not self.readonly:  # the mode of the next commit; not settable inside one
+                self._db.execute(f"PRAGMA synchronous = {'FULL' if power_safe else 'NORMAL'}")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -573,11 +581,14 @@ class Journal:
         """Add ``op`` after every earlier entry; durable when this returns. Its seq."""
         return self.append_many(namespace_id, [op])[0]
 
-    def append_many(self, namespace_id: NamespaceId, ops: Iterable[PendingOp]) -> list[int]:
-        """Add several ops, in order, in one transaction (one fsync)."""
+    def append_many(
+        self, namespace_id: NamespaceId, ops: Iterable[PendingOp], *, power_safe: bool = True
+    ) -> list[int]:
+        """Add several ops, in order, in one transaction (one fsync; none unless
+        ``power_safe``: see "Durability" above)."""
         rows = [_row_of(op) for op in ops]
         seqs: list[int] = []
-        with self._write() as db:
+        with self._write(power_safe=power_safe) as db:
             for row in rows:
                 if row.base_seq is not None:
                     self._check_base_seq(db, row.base_seq)
