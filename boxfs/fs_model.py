@@ -841,19 +841,38 @@ class FileSystemModel:
     async def _recheck_names(
         self, path: tuple[bytes, ...], names: list[bytes], unconfirmed: _Unconfirmed
     ) -> None:
+        """Sync ``names`` of the directory at ``path`` to the head the view shows. Their
+        entries come from that head's tree for ``path`` (walked down from the root), not
+        from the directory's own ``tree_id``: a directory held back by a later sync still
+        names the older tree, which lacks what was confirmed since."""
+        held = [path[:end] for end in range(1, len(path) + 1) if path[:end] in self._deferred]
+        if held:  # the directory (or one above) is still held back: so are its names
+            self._deferred.update((*path, name) for name in names)
+            return
         directory = self._listed_dir(path)
-        if directory is None or directory.tree_id is None:
+        if directory is None:
             return  # gone, or not listed: nothing shown to correct
-        tree_id = directory.tree_id
-        tree = await self._tree(tree_id)
+        server_tree = await self._server_tree(path)
         children = _listing_of(directory)
-        if children is None or directory.tree_id != tree_id:
-            return  # changed meanwhile; that sync looked at these names
-        entries = {entry.name: entry for entry in tree}
+        if children is None:
+            return  # dropped by a forget meanwhile: fetched anew when looked up
+        entries = {} if server_tree is None else {entry.name: entry for entry in server_tree}
         own = await self._own_put_hashes(children[name] for name in names if name in children)
         for name in sorted(names):
             entry = entries.get(name)
             await self._sync_name(directory, name, entry, (*path, name), unconfirmed, own=own)
+
+    async def _server_tree(self, path: tuple[bytes, ...]) -> Tree | None:
+        """The tree at ``path`` in the head the view shows (``None``: no directory there)."""
+        tree_id = self._root.tree_id
+        assert tree_id is not None
+        tree = await self._tree(tree_id)
+        for name in path:
+            entry = next((e for e in tree if e.name == name), None)
+            if entry is None or entry.kind is not EntryKind.DIR or entry.tree_id is None:
+                return None
+            tree = await self._tree(entry.tree_id)
+        return tree
 
     async def wait_invalidations(self) -> list[Invalidation]:
         """Wait for, and take, what the notifier must tell the kernel."""

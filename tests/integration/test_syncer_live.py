@@ -253,3 +253,44 @@ def test_an_offline_start_shows_the_last_seen_view_and_journals_changes(
                     assert len(await a.pending()) == 1
 
     trio.run(main)
+
+
+def test_a_recheck_uses_the_shown_heads_tree_even_when_the_directory_is_held_back(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    """A name held back while pending (``x``), confirmed by a head at which its directory
+    was itself held back (a chmod of it pending): the recheck must look ``x`` up in that
+    head's tree, not in the older tree the held-back directory still names (where ``x``
+    is missing: the file used to vanish from the view)."""
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT_S):
+            remote, namespace = await new_account(server_process.url)
+            async with remote, mounted(remote, namespace, tmp_path / "a") as a:
+                model, uploader = a.model, a.uploader
+
+                async def send_and_show() -> None:
+                    await uploader._drain()  # one round, in the test's order
+                    head = await remote.head(namespace)
+                    assert head.head is not None
+                    await model.apply_head(head.head, head.sequence)
+
+                d = await model.mkdir(ROOT_INODE, b"d", 0o755)
+                await send_and_show()
+                await write_file(model, d.inode, b"z", b"z\n")
+                await uploader._drain()
+                head_a = await remote.head(namespace)
+                await write_file(model, d.inode, b"x", b"x\n")  # pending while head_a shows
+                assert head_a.head is not None
+                await model.apply_head(head_a.head, head_a.sequence)
+                assert model.deferred_count == 1  # x, held back
+                await uploader._drain()  # x confirmed
+                await model.setattr(d.inode, mode=0o700)  # d itself now pending
+                head_b = await remote.head(namespace)
+                assert head_b.head is not None
+                await model.apply_head(head_b.head, head_b.sequence)  # d held back
+                await model.recheck()
+                assert sorted(await names_of(model, d.inode)) == [b"x", b"z"]
+                assert await content_of(model, d.inode, b"x") == b"x\n"
+
+    trio.run(main)
