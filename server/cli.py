@@ -9,24 +9,29 @@ Exit codes: 0 success, 2 bad usage, 1 anything else (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from server.app import create_app
 from server.keys import rotate_master_key
 from server.settings import DEFAULT_LISTEN, Settings
+from server.state import ServerState
 from store.errors import StoreError
 
 
 def _serve(settings: Settings) -> int:
     host, port = settings.host_port
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level="info",
@@ -34,7 +39,7 @@ def _serve(settings: Settings) -> int:
         # Keep-alive connections from mounts stay open between batches.
         timeout_keep_alive=75,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, app)
     # uvicorn turns SIGTERM/SIGINT into a graceful shutdown (stop accepting, drain, close
     # the lifespan), then raises the signal again for the handler that was installed
     # before it: this one, so a requested stop exits with status 0.
@@ -42,6 +47,24 @@ def _serve(settings: Settings) -> int:
         signal.signal(signum, _exit_after_shutdown)
     server.run()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the open event streams as soon as a shutdown is asked for:
+    each would otherwise hold the graceful shutdown for its whole timeout (every mount
+    keeps one open)."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        state = getattr(self._app.state, "server", None)  # set by the lifespan
+        if isinstance(state, ServerState):
+            # A signal handler, on the loop's thread but between any two of its steps:
+            # hand the close to the loop.
+            asyncio.get_running_loop().call_soon_threadsafe(state.events.close)
 
 
 def _exit_after_shutdown(_signum: int, _frame: object) -> None:

@@ -1,10 +1,13 @@
 """The event stream over a real server process: a commit on one device reaches the
-others at once, a stranger hears nothing, and a reconnect resumes from Last-Event-ID."""
+others at once, a stranger hears nothing, a reconnect resumes from Last-Event-ID, and
+stopping the server ends open streams at once."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
+from pathlib import Path
 
 import trio
 
@@ -16,6 +19,7 @@ from store.objects import ChunkRef, EntryKind, FileEntry
 from tests.integration.server_process import ServerProcess
 
 PASSWORD = "event test password"  # noqa: S105  (a test account)
+GRACEFUL_SHUTDOWN_S = 5.0  # uvicorn's timeout_graceful_shutdown in server/cli.py
 
 
 def put(name: str, data: bytes) -> protocol.OpsBatch:
@@ -105,3 +109,37 @@ def test_reconnect_with_last_event_id_skips_what_was_seen(server_process: Server
             )
 
     trio.run(main)
+
+
+def test_stopping_the_server_ends_open_event_streams_at_once(tmp_path: Path) -> None:
+    """Every mount holds an event stream open; a SIGTERM must end them, not wait out
+    uvicorn's graceful-shutdown timeout (5 s) for each."""
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+
+        async def main() -> float:
+            remote = await account(server.url, "stopper", "laptop", register=True)
+            async with remote:
+                connected = trio.Event()
+                ended = trio.Event()
+
+                async def listen() -> None:
+                    with contextlib.suppress(protocol.UnavailableError):
+                        async for _ in remote.events(on_connected=connected.set):
+                            pass
+                    ended.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(listen)
+                    await connected.wait()
+                    started = trio.current_time()
+                    code = await trio.to_thread.run_sync(server.stop)
+                    assert code == 0
+                    with trio.fail_after(10):
+                        await ended.wait()
+                    return trio.current_time() - started
+
+        took_s = trio.run(main)
+        assert took_s < GRACEFUL_SHUTDOWN_S, f"the stop waited {took_s:.1f} s for the stream"
+    finally:
+        server.stop()
