@@ -323,9 +323,27 @@ def _held_locally(
     unconfirmed changes lie below it (a directory can still be synced into)."""
     if path in unconfirmed.exact or (child is not None and _busy(child)):
         return True
-    if child is None or path not in unconfirmed.ancestors:
+    if child is None:
         return False
-    return not (child.kind is EntryKind.DIR and entry is not None and entry.kind is EntryKind.DIR)
+    if child.kind is EntryKind.DIR and entry is not None and entry.kind is EntryKind.DIR:
+        return False  # a directory both sides have is synced into, never replaced
+    # Removed or replaced remotely: not while a change below it is unconfirmed, or a file
+    # below it is being written (not journaled yet, so only the view knows it).
+    return path in unconfirmed.ancestors or _busy_below(child)
+
+
+def _busy_below(node: _Node) -> bool:
+    """Whether a listed descendant of ``node`` is open for writing or holds unjournaled
+    bytes (memory follows what the view lists, so the walk is bounded by it)."""
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        for child in (current.children or {}).values():
+            if _busy(child):
+                return True
+            if child.children is not None:
+                pending.append(child)
+    return False
 
 
 def _adopt_attrs(node: _Node, entry: FileEntry) -> bool:
@@ -594,8 +612,11 @@ class FileSystemModel:
         self._check_writable(node)
         if node.kind is not EntryKind.DIR:
             raise FsError(errno.ENOTDIR)
-        if node.detached:
-            raise FsError(errno.ENOENT)
+        ancestor: _Node | None = node
+        while ancestor is not None:  # under a removed directory nothing can be made
+            if ancestor.detached:
+                raise FsError(errno.ENOENT)
+            ancestor = ancestor.parent
         return node
 
     async def _append(self, *ops: PendingOp, power_safe: bool = False) -> list[int]:
@@ -834,8 +855,13 @@ class FileSystemModel:
             by_directory: dict[tuple[bytes, ...], list[bytes]] = {}
             for path in settled:
                 by_directory.setdefault(path[:-1], []).append(path[-1])
-            for directory_path in sorted(by_directory, key=len):  # parents first
-                await self._recheck_names(directory_path, by_directory[directory_path], unconfirmed)
+            try:
+                for directory_path in sorted(by_directory, key=len):  # parents first
+                    names = by_directory[directory_path]
+                    await self._recheck_names(directory_path, names, unconfirmed)
+            except BaseException:
+                self._deferred.update(settled)  # a failed round: all of them again next time
+                raise
         self._flush_invalidations()
 
     async def _recheck_names(
@@ -1411,7 +1437,9 @@ class FileSystemModel:
         if node.broken:
             raise FsError(errno.EIO)
         if node.stage is not None or node.staged is not None:
-            return await self._read_local(node, offset, size)
+            local = await self._read_local(node, offset, size)
+            if local is not None:
+                return local  # else a sync replaced the local content: read the entry
         if node.entry is None:
             return b""
         try:
@@ -1426,18 +1454,23 @@ class FileSystemModel:
             _log.error("cannot read %r: %s", node.name, exc)
             raise FsError(errno.EIO) from exc
 
-    async def _read_local(self, node: _Node, offset: int, size: int) -> bytes:
-        """Read the node's staged content. A commit or a drop may close the file under a
-        read in a worker thread (``ValueError``): then read again from the new state."""
+    async def _read_local(self, node: _Node, offset: int, size: int) -> bytes | None:
+        """Read the node's staged content; ``None`` once it has none (a sync from another
+        device replaced it with a committed entry). A commit or a drop may close the file
+        under a read in a worker thread (``ValueError``): then read again from the new
+        state."""
         for _attempt in range(3):
             source = node.stage or node.reader
             if source is None:
-                if node.staged is None:
+                staged = node.staged
+                if staged is None:
+                    if node.entry is not None:
+                        return None
                     break
-                opened = await self._thread(self._staging.open, node.staged)
-                if node.reader is None:
+                opened = await self._thread(self._staging.open, staged)
+                if node.reader is None and node.staged == staged:
                     node.reader = opened
-                else:  # another read opened it meanwhile
+                else:  # another read opened it meanwhile, or the content moved on
                     opened.close()
                 continue
             try:
@@ -1517,6 +1550,11 @@ class FileSystemModel:
             raise FsError(errno.EIO)
         stage = await self._ensure_stage(node)
         written = await self._thread(stage.write_at, offset, data)
+        while _stage_of(node) is not stage:
+            # A close froze (journaled) the stage while these bytes went in: write them
+            # again into the stage that follows it, so the next put carries them for sure.
+            stage = await self._ensure_stage(node)
+            written = await self._thread(stage.write_at, offset, data)
         node.size = max(node.size, offset + written)
         node.dirty = True
         self._touch(node)

@@ -83,6 +83,7 @@ DEFAULT_DRAIN_TIMEOUT_S: Final = 30.0
 DRAIN_PROGRESS_EVERY_S: Final = 2.0
 BUSY_UNMOUNT_RETRY_S: Final = 10.0
 UNMOUNT_COMMAND: Final = "fusermount3"
+LAST_HEAD_TIMEOUT_S: Final = 5.0  # showing the server's head once more at unmount
 READ_AHEAD_KB: Final = 1024  # the kernel then sends 1 MiB read requests (max_pages is 256)
 # `boxfs unmount --no-wait` sends this: unmount, and leave what is pending in the journal.
 NO_WAIT_SIGNAL: Final = signal.SIGUSR1
@@ -184,6 +185,15 @@ class _Stop:
     no_wait: bool = False  # leave pending uploads journaled instead of draining them
 
 
+async def _follow(scope: trio.CancelScope, syncer: Syncer, model: FileSystemModel) -> None:
+    """The syncer and the notifier, until ``scope`` is cancelled."""
+    notifier = Notifier(model, fuse_ops.invalidate_entry, fuse_ops.invalidate_inode)
+    with scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(syncer.run)
+            nursery.start_soon(notifier.run)
+
+
 def _drain_timeout_s(config: MountConfig, stop: _Stop) -> float:
     if stop.no_wait:
         log.info("asked not to wait for uploads: what is pending stays journaled")
@@ -274,12 +284,12 @@ async def run_mount(
             # missing from the view.
             await model.start()
             nursery.start_soon(uploader.run)
-            nursery.start_soon(syncer.run)
             fuse_ops.init_session(fuse_ops.BoxfsOperations(model), mountpoint, _options(config))
             nursery.start_soon(_raise_read_ahead, mountpoint)
-            nursery.start_soon(
-                Notifier(model, fuse_ops.invalidate_entry, fuse_ops.invalidate_inode).run
-            )
+            # Following the server ends before the session closes: the notifier must not
+            # talk to a session being torn down.
+            following = trio.CancelScope()
+            nursery.start_soon(_follow, following, syncer, model)
             mounted = _record_mounted(home, mountpoint)
             log.info("mounted %s (%s) at %s", session.username, session.server_url, mountpoint)
             if on_mounted is not None:
@@ -288,12 +298,14 @@ async def run_mount(
             nursery.start_soon(_watch_signals, mountpoint, stop)
             await fuse_ops.run_session()  # until unmounted or terminated
             stop.requested.set()
+            following.cancel()
             # Close at once: after a terminate the kernel may still hold requests that only
             # closing the session's /dev/fuse descriptor answers (ENOTCONN).
             mounted = False
             fuse_ops.close_session(unmount=find_mount(mountpoint) is not None)
             log.info("the session ended; no more requests are accepted")
             left = await _drain(uploader, journal, namespace_id, _drain_timeout_s(config, stop))
+            await syncer.show_latest(LAST_HEAD_TIMEOUT_S)
             nursery.cancel_scope.cancel()
     finally:
         _remove_pid_file(home)

@@ -10,7 +10,8 @@ their order) while the loop goes on serving requests.
 
 An inode or name the kernel has already forgotten (ENOENT) is fine: nothing to drop.
 
-Who calls it: ``boxfs.mount`` starts ``run`` in its root nursery once the session is up.
+Who calls it: ``boxfs.mount`` starts ``run`` once the session is up and cancels it before
+the session is closed.
 Must not: import pyfuse3 (``boxfs.fuse_ops`` does), or touch the model's state.
 """
 
@@ -58,5 +59,7 @@ class Notifier:
                 except OSError as exc:
                     if exc.errno != errno.ENOENT:  # ENOENT: the kernel forgot it already
                         _log.warning("kernel invalidation %s failed: %s", item, exc)
+                except Exception:  # noqa: BLE001  (a bug: logged; the mount stays up)
+                    _log.exception("kernel invalidation %s failed", item)
                 else:
                     self.sent += 1

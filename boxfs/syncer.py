@@ -88,6 +88,21 @@ class Syncer:
         self._recheck = True
         self._wake.set()
 
+    async def show_latest(self, timeout_s: float) -> None:
+        """One last round, with ``run`` stopped (at unmount, after the uploads drained):
+        show the server's head, so the view an offline start begins from holds every
+        change of this device the server confirmed. Bounded; a failure is logged."""
+        self._catch_up = True
+        with trio.move_on_after(timeout_s):
+            try:
+                await self._round()
+            except (
+                protocol.UnavailableError, protocol.ProtocolError, StoreError, SyncError, FsError
+            ) as exc:  # fmt: skip
+                _log.info(
+                    "the last head is not shown (an offline start shows an older one): %s", exc
+                )
+
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._listen)

@@ -9,7 +9,9 @@ different places) or leave a conflicted copy (the same place) on both, nothing l
 the server stopped, cached files stay readable, an uncached read fails with EIO in bounded
 time, creates/renames/deletes keep working and wait in the journal (``boxfs status`` says
 "offline, N pending"), and once the server is back both devices converge (``diff -r``);
-``boxfs unmount --no-wait`` leaves what is pending in the journal for the next mount.
+``boxfs unmount --no-wait`` leaves what is pending in the journal for the next mount; a
+mount started with the server down shows what this device last synced (the head shown once
+more at unmount) and journals new changes.
 
 The module runs its own server (tests here stop and start it); each test works in a folder
 of its own.
@@ -333,3 +335,30 @@ def test_unmount_no_wait_leaves_pending_changes_for_the_next_mount(
             )
     finally:
         tablet.stop()
+
+
+def test_a_mount_started_offline_shows_what_this_device_last_synced(
+    devices: Devices, folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    on_a, _ = folders
+    home = devices.account.device_home(tmp_path / "desk-home", "desk")
+    desk = MountProcess(home, tmp_path / "desk-mnt", tmp_path / "desk-mount.log").start()
+    try:
+        folder = desk.mountpoint / on_a.name
+        eventually(folder.is_dir, "the folder on the desk")
+        (folder / "last.txt").write_bytes(b"written just before unmounting\n")
+        assert desk.stop() == 0, desk.log_tail()  # drains, then shows the head once more
+        with devices.server_down():
+            desk.start()  # the server is down: the view the journal remembers
+            assert "last.txt" in os.listdir(folder), desk.log_tail()
+            (folder / "offline.txt").write_bytes(b"made offline\n")
+            result = run_cli(home, "unmount", "--no-wait", str(desk.mountpoint))
+            assert result.returncode == 0, result.stderr
+            assert desk.process is not None and desk.process.wait(30) == 0
+            desk.process = None
+        desk.start()
+        cli_ok(home, "sync", "--timeout", str(CONVERGE_TIMEOUT_S))
+        eventually(shows(on_a / "offline.txt", b"made offline\n"), "the offline file on A")
+        assert content(on_a / "last.txt") == b"written just before unmounting\n"
+    finally:
+        desk.stop()
