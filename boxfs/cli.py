@@ -1391,7 +1391,7 @@ async def cmd_unmount(args: argparse.Namespace, ctx: Context) -> ExitCode:
         reason = result.stderr.decode(errors="replace").strip().splitlines()
         raise BoxfsError(f"cannot unmount {mountpoint}: {reason[-1] if reason else 'failed'}")
     ctx.say(f"unmounted {mountpoint}")
-    journal_path = ctx.home.journal_dir / mount.JOURNAL_FILE_NAME
+    journal_path = _journal_path(ctx.home)
     left = await _wait_for_uploads(ctx, journal_path, mount.DEFAULT_DRAIN_TIMEOUT_S + 5.0)
     if left:
         ctx.say(f"{_count(left, 'operation')} left journaled: they upload on the next mount")
@@ -1417,7 +1417,7 @@ async def _unmount_no_wait(ctx: Context, mountpoint: Path) -> ExitCode:
         while running_mount(ctx.home) is not None:
             await trio.sleep(0.05)
         ctx.say(f"unmounted {mountpoint}")
-        left = await trio.to_thread.run_sync(_journal_count, ctx.home)
+        left = await trio.to_thread.run_sync(_journal_count, _journal_path(ctx.home))
         if left:
             ctx.say(f"{_count(left, 'operation')} left journaled: they upload on the next mount")
         else:
@@ -1426,27 +1426,18 @@ async def _unmount_no_wait(ctx: Context, mountpoint: Path) -> ExitCode:
     raise BoxfsError(f"the mount process {running.pid} has not ended after {UNMOUNT_NO_WAIT_S} s")
 
 
-def _journal_count(home: Home) -> int:
-    from boxfs import mount  # noqa: PLC0415  (as in cmd_mount)
-
-    path = home.journal_dir / mount.JOURNAL_FILE_NAME
-    if not path.exists():
+def _journal_count(journal_path: Path) -> int:
+    """Operations pending in a home's journal (read-only; none without a journal)."""
+    if not journal_path.exists():
         return 0
-    with Journal(path, readonly=True) as journal:
+    with Journal(journal_path, readonly=True) as journal:
         return journal.count()
 
 
 async def _wait_for_uploads(ctx: Context, journal_path: Path, timeout_s: float) -> int:
     """Watch this home's journal (read-only) while the unmounted drive's process uploads
     what is pending, bounded; the number of operations still pending at the end."""
-    if not journal_path.exists():
-        return 0
-
-    def pending() -> int:
-        with Journal(journal_path, readonly=True) as journal:
-            return journal.count()
-
-    left = await trio.to_thread.run_sync(pending)
+    left = await trio.to_thread.run_sync(_journal_count, journal_path)
     shown = -1
     with trio.move_on_after(timeout_s):
         while left:
@@ -1454,7 +1445,7 @@ async def _wait_for_uploads(ctx: Context, journal_path: Path, timeout_s: float) 
                 ctx.say(f"waiting for {_count(left, 'pending operation')} to upload")
                 shown = left
             await trio.sleep(0.2)
-            left = await trio.to_thread.run_sync(pending)
+            left = await trio.to_thread.run_sync(_journal_count, journal_path)
     return left
 
 

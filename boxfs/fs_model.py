@@ -871,8 +871,8 @@ class FileSystemModel:
         entries come from that head's tree for ``path`` (walked down from the root), not
         from the directory's own ``tree_id``: a directory held back by a later sync still
         names the older tree, which lacks what was confirmed since."""
-        held = [path[:end] for end in range(1, len(path) + 1) if path[:end] in self._deferred]
-        if held:  # the directory (or one above) is still held back: so are its names
+        if any(path[:end] in self._deferred for end in range(1, len(path) + 1)):
+            # The directory (or one above it) is still held back: so are its names.
             self._deferred.update((*path, name) for name in names)
             return
         directory = self._listed_dir(path)

@@ -116,6 +116,17 @@ def eventually(check: Callable[[], object], what: str, timeout_s: float = SYNC_T
     raise AssertionError(f"not after {timeout_s} s: {what} (last error: {last_error})")
 
 
+def unmount_no_wait(mount: MountProcess, wait_s: float) -> str:
+    """``boxfs unmount --no-wait`` for ``mount``'s home; waits for its process to exit
+    cleanly. What the command printed."""
+    result = run_cli(mount.home, "unmount", "--no-wait", str(mount.mountpoint))
+    assert result.returncode == 0, result.stderr
+    assert mount.process is not None
+    assert mount.process.wait(wait_s) == 0
+    mount.process = None
+    return result.stdout
+
+
 def content(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -319,13 +330,9 @@ def test_unmount_no_wait_leaves_pending_changes_for_the_next_mount(
         with devices.server_down():
             for number in range(3):
                 (folder / f"queued-{number}.txt").write_bytes(b"queued %d\n" % number)
-            result = run_cli(home, "unmount", "--no-wait", str(tablet.mountpoint))
-            assert result.returncode == 0, result.stderr
-            assert "left journaled" in result.stdout, result.stdout
-            assert tablet.process is not None
-            assert tablet.process.wait(10) == 0  # gone without waiting for the server
+            said = unmount_no_wait(tablet, wait_s=10)  # gone without waiting for the server
+            assert "left journaled" in said, said
             assert find_mount(tablet.mountpoint) is None
-            tablet.process = None
         tablet.start()
         cli_ok(home, "sync", "--timeout", str(CONVERGE_TIMEOUT_S))
         for number in range(3):
@@ -352,10 +359,7 @@ def test_a_mount_started_offline_shows_what_this_device_last_synced(
             desk.start()  # the server is down: the view the journal remembers
             assert "last.txt" in os.listdir(folder), desk.log_tail()
             (folder / "offline.txt").write_bytes(b"made offline\n")
-            result = run_cli(home, "unmount", "--no-wait", str(desk.mountpoint))
-            assert result.returncode == 0, result.stderr
-            assert desk.process is not None and desk.process.wait(30) == 0
-            desk.process = None
+            unmount_no_wait(desk, wait_s=30)
         desk.start()
         cli_ok(home, "sync", "--timeout", str(CONVERGE_TIMEOUT_S))
         eventually(shows(on_a / "offline.txt", b"made offline\n"), "the offline file on A")
