@@ -126,6 +126,11 @@ COPY_PIECE_BYTES: Final = 8 * 1024 * 1024
 """Bytes copied per step when a committed file is copied into its staged file."""
 MAX_READ_BYTES: Final = 4 * 1024 * 1024
 """The most one ``read`` returns (the kernel asks for at most 1 MiB)."""
+XATTR_NAMESPACE: Final = b"user."
+"""The extended attributes the drive keeps. The others are this machine's security state
+(``security.*`` labels, ``system.posix_acl_*``, ``trusted.*``), meaningless on another
+device and not enforced here, so they answer EOPNOTSUPP, as on a filesystem without them;
+tools such as ``ls -l`` then stop asking for them."""
 _STATFS_BLOCKS: Final = (1 << 40) // BLOCK_SIZE
 _DIR_SIZE: Final = 4096
 _TYPE_BITS: Final = {
@@ -264,6 +269,11 @@ def _check_name(name: bytes) -> None:
         raise FsError(errno.ENAMETOOLONG)
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
         raise FsError(errno.EINVAL)
+
+
+def _check_xattr_namespace(name: bytes) -> None:
+    if not name.startswith(XATTR_NAMESPACE):
+        raise FsError(errno.EOPNOTSUPP)
 
 
 def _check_size(size: int) -> None:
@@ -1630,19 +1640,21 @@ class FileSystemModel:
 
     async def getxattr(self, inode: int, name: bytes) -> bytes:
         node = self._node(inode)
+        _check_xattr_namespace(name)
         for key, value in node.xattrs:
             if key == name:
                 return value
         raise FsError(errno.ENODATA)
 
     async def listxattr(self, inode: int) -> list[bytes]:
-        return [key for key, _ in self._node(inode).xattrs]
+        return [key for key, _ in self._node(inode).xattrs if key.startswith(XATTR_NAMESPACE)]
 
     async def setxattr(self, inode: int, name: bytes, value: bytes) -> None:
         node = self._node(inode)
         self._check_writable(node)
         if not name or b"\0" in name:
             raise FsError(errno.EINVAL)
+        _check_xattr_namespace(name)
         if len(name) > MAX_XATTR_NAME_BYTES:
             raise FsError(errno.ERANGE)
         if len(value) > MAX_XATTR_VALUE_BYTES:
@@ -1656,6 +1668,7 @@ class FileSystemModel:
     async def removexattr(self, inode: int, name: bytes) -> None:
         node = self._node(inode)
         self._check_writable(node)
+        _check_xattr_namespace(name)
         xattrs = dict(node.xattrs)
         if xattrs.pop(name, None) is None:
             raise FsError(errno.ENODATA)

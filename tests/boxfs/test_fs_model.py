@@ -385,7 +385,7 @@ def test_xattrs_round_trip_within_the_format_bounds(server: ServerProcess, tmp_p
         await model.removexattr(inode, b"user.a")
         await fails(errno.ENODATA, model.removexattr(inode, b"user.a"))
         assert await model.listxattr(inode) == [b"user.b"]
-        await fails(errno.ERANGE, model.setxattr(inode, b"u" * 256, b""))
+        await fails(errno.ERANGE, model.setxattr(inode, b"user." + b"u" * 251, b""))
         await fails(errno.E2BIG, model.setxattr(inode, b"user.big", b"v" * 65537))
         await model.setxattr(inode, b"user.half", b"v" * (MAX_XATTR_VALUE_BYTES // 2))
         await fails(
@@ -395,6 +395,22 @@ def test_xattrs_round_trip_within_the_format_bounds(server: ServerProcess, tmp_p
         assert setattrs[-1].changes.xattrs == (
             (b"user.b", b"2"), (b"user.half", b"v" * (MAX_XATTR_VALUE_BYTES // 2))
         )  # fmt: skip
+
+    run_model(server, tmp_path, test)
+
+
+def test_xattrs_outside_the_user_namespace_answer_eopnotsupp(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async def test(mount: Mount) -> None:
+        model = mount.model
+        inode = await write_file(model, ROOT_INODE, b"x", b"data")
+        await model.setxattr(inode, b"user.kept", b"1")
+        for name in (b"security.selinux", b"system.posix_acl_access", b"trusted.x", b"plain"):
+            await fails(errno.EOPNOTSUPP, model.getxattr(inode, name))
+            await fails(errno.EOPNOTSUPP, model.setxattr(inode, name, b"v"))
+            await fails(errno.EOPNOTSUPP, model.removexattr(inode, name))
+        assert await model.listxattr(inode) == [b"user.kept"]
 
     run_model(server, tmp_path, test)
 

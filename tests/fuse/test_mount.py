@@ -162,6 +162,25 @@ def test_a_256_byte_name_fails_with_enametoolong(drive: MountProcess) -> None:
         name_255.unlink()
 
 
+def test_user_xattrs_are_kept_and_other_namespaces_are_not_supported(drive: MountProcess) -> None:
+    path = drive.mountpoint / "tagged.txt"
+    path.write_bytes(b"x")
+    try:
+        os.setxattr(path, "user.color", b"blue")
+        assert os.getxattr(path, "user.color") == b"blue"
+        assert os.listxattr(path) == ["user.color"]
+        # ls -l asks these two of every entry; EOPNOTSUPP lets it stop after the first.
+        for name in ("security.selinux", "system.posix_acl_access"):
+            with pytest.raises(OSError) as raised:
+                os.getxattr(path, name, follow_symlinks=False)
+            assert raised.value.errno == errno.EOPNOTSUPP, name
+        with pytest.raises(OSError) as raised:
+            os.setxattr(path, "trusted.note", b"v")
+        assert raised.value.errno == errno.EOPNOTSUPP
+    finally:
+        path.unlink()
+
+
 def test_sigterm_waits_for_an_open_file_then_unmounts_and_leaves_no_mount_behind(
     account: Account, tmp_path: Path
 ) -> None:
