@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 from array import array
 from bisect import bisect_right
@@ -174,8 +175,8 @@ class _Pending(Generic[_T]):
 
 
 class _FramePending(_Pending[bytes]):
-    """A chunk being fetched. ``value`` is its verified plaintext, or None when a prefetch
-    found it cached already (nobody waits for those: see ``_settle_from_cache``)."""
+    """A chunk being fetched (or loaded from the cache ahead of a reader). ``value`` is its
+    verified plaintext."""
 
     __slots__ = ("cache_checked", "chunk_id", "demanded", "length", "prefetch")
 
@@ -430,31 +431,22 @@ class Fetcher:
             raise FormatError(f"the download ended without {len(by_id)} of its chunks")
 
     async def _settle_from_cache(self, by_id: dict[ChunkId, _FramePending]) -> None:
-        """Take out of the batch the prefetched chunks the cache holds by now (a reader
-        waiting for one gets it from there), so only misses are downloaded."""
-        for _attempt in range(2):
-            unchecked = [
-                (chunk_id, pending.demanded)
-                for chunk_id, pending in by_id.items()
-                if not pending.cache_checked
-            ]
-            if not unchecked:
-                return
-            found, damaged = await self._thread(self._check_cache, unchecked)
-            self._stats.corrupt_cache_objects += damaged
-            for chunk_id, _ in unchecked:
-                by_id[chunk_id].cache_checked = True
-            for chunk_id, plaintext in found.items():
-                pending = by_id[chunk_id]
-                if plaintext is None and pending.demanded:
-                    pending.cache_checked = False  # a reader joined meanwhile: load it
-                    continue
-                if plaintext is not None:
-                    self._stats.chunk_cache_hits += 1
-                    self._remember(chunk_id, plaintext)
-                del by_id[chunk_id]
-                pending.succeed(plaintext)
-                self._forget(pending)
+        """Take out of the batch the chunks the cache holds by now, loaded and verified
+        into the recent plaintexts (a prefetch of a cached chunk does the reader's work
+        ahead of it, on a worker thread), so only misses are downloaded."""
+        unchecked = [chunk_id for chunk_id, pending in by_id.items() if not pending.cache_checked]
+        if not unchecked:
+            return
+        found, damaged = await self._thread(self._check_cache, unchecked)
+        self._stats.corrupt_cache_objects += damaged
+        for chunk_id in unchecked:
+            by_id[chunk_id].cache_checked = True
+        for chunk_id, plaintext in found.items():
+            self._stats.chunk_cache_hits += 1
+            self._remember(chunk_id, plaintext)
+            pending = by_id.pop(chunk_id)
+            pending.succeed(plaintext)
+            self._forget(pending)
 
     async def _accept_frame(self, pending: _FramePending, frame: bytes | None) -> None:
         """Verify one downloaded frame, hand its plaintext to the waiters, cache it."""
@@ -733,21 +725,15 @@ class Fetcher:
     async def _thread(self, function: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
-    def _check_cache(
-        self, chunks: list[tuple[ChunkId, bool]]
-    ) -> tuple[dict[ChunkId, bytes | None], int]:
-        """Which of ``(chunk id, wanted now)`` the cache holds: the verified plaintext of
-        those wanted now, None for the others. And how many were damaged (and deleted)."""
-        wanted_now = [chunk_id for chunk_id, now in chunks if now]
-        plaintexts, damaged = self._load_cached_plaintexts(wanted_now)
-        found: dict[ChunkId, bytes | None] = {
+    def _check_cache(self, chunk_ids: list[ChunkId]) -> tuple[dict[ChunkId, bytes], int]:
+        """The verified plaintexts of the cached chunks among ``chunk_ids``, and how many
+        were damaged (and deleted)."""
+        plaintexts, damaged = self._load_cached_plaintexts(chunk_ids)
+        found = {
             chunk_id: plaintext
-            for chunk_id, plaintext in zip(wanted_now, plaintexts, strict=True)
+            for chunk_id, plaintext in zip(chunk_ids, plaintexts, strict=True)
             if plaintext is not None
         }
-        for chunk_id, now in chunks:
-            if not now and self._cache.contains(ObjectKind.FRAME, chunk_id):
-                found[chunk_id] = None
         return found, damaged
 
     def _load_cached_plaintexts(self, chunk_ids: list[ChunkId]) -> tuple[list[bytes | None], int]:
@@ -757,15 +743,18 @@ class Fetcher:
         plaintexts: list[bytes | None] = []
         damaged = 0
         for chunk_id in chunk_ids:
-            frame = self._cache.get(ObjectKind.FRAME, chunk_id)
             plaintext = None
-            if frame is not None:
-                try:
-                    plaintext = decode_frame(frame, chunk_id)
-                except IntegrityError as exc:
-                    damaged += 1
-                    _log.warning("cached chunk %s is damaged, fetching it again: %s", chunk_id, exc)
-                    self._cache.delete(ObjectKind.FRAME, chunk_id)
+            try:
+                # Decoded where LMDB keeps it: one copy of the bytes, not two.
+                found = self._cache.get_with(
+                    ObjectKind.FRAME, chunk_id, functools.partial(decode_frame, expected=chunk_id)
+                )
+            except IntegrityError as exc:
+                damaged += 1
+                _log.warning("cached chunk %s is damaged, fetching it again: %s", chunk_id, exc)
+                self._cache.delete(ObjectKind.FRAME, chunk_id)
+            else:
+                plaintext = None if found is None else found[0]
             plaintexts.append(plaintext)
         return plaintexts, damaged
 

@@ -617,6 +617,28 @@ class ObjectCache:
                 self._note_touch(key)
             return data
 
+    def get_with(
+        self, kind: ObjectKind, object_id: ObjectId, use: Callable[[memoryview], _T]
+    ) -> tuple[_T] | None:
+        """``(use(data),)`` for the object's bytes read in place, or None if it is not
+        cached. Marks it most recently used. ``data`` is a view into the map, valid only
+        during the call (``use`` copies what it keeps; it runs holding this handle's lock):
+        for a large object turned into something else at once, such as a frame decoded
+        into its plaintext, it saves the copy ``get`` makes. What ``use`` raises
+        propagates, and the object's recency is left as it was."""
+        key = object_key(kind, object_id)
+        with self._lock:
+            self._check_open()
+
+            def work(txn: lmdb.Transaction[memoryview]) -> tuple[_T] | None:
+                data = txn.get(key, db=self._dbs.objects)
+                return None if data is None else (use(data),)
+
+            result = self._read_in_place(work)
+            if result is not None and not self._readonly:
+                self._note_touch(key)
+            return result
+
     def contains(self, kind: ObjectKind, object_id: ObjectId) -> bool:
         """Whether the object is cached. Does not change its recency."""
         key = object_key(kind, object_id)
@@ -744,6 +766,16 @@ class ObjectCache:
                 # The writer grew the map past ours (LMDB refuses the transaction rather
                 # than read beyond our mapping); adopt its size and retry.
                 self._env.set_mapsize(0)
+
+    def _read_in_place(self, work: Callable[[lmdb.Transaction[memoryview]], _T]) -> _T:
+        """``_read`` where the values ``work`` gets are views into the map, valid only
+        inside ``work``."""
+        while True:
+            try:
+                with self._env.begin(write=False, buffers=True) as txn:
+                    return work(txn)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)  # as in _read
 
     def _write(self, work: Callable[[_Writer], _T]) -> _T:
         """Run ``work`` in one write transaction after applying the pending touches.

@@ -540,3 +540,32 @@ def test_sequential_reads_prefetch_the_next_chunks(
             assert fetcher.stats().chunks_prefetched == before
 
     run_live(server_process, tmp_path / "cache", test)
+
+
+def test_sequential_reads_of_a_cached_file_find_the_next_chunks_loaded_ahead(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    async def test(remote: CountingRemote, cache: ObjectCache, drive: Drive) -> None:
+        entry, content = drive.entries[RANDOM_NAME], drive.contents[RANDOM_NAME]
+        warmer = Fetcher(remote, drive.home, cache, trio.CapacityLimiter(4), prefetch_chunks=0)
+        async with running(warmer):
+            for offset in range(0, entry.size, MiB):
+                check_bytes(await warmer.read(entry, offset, MiB), content, offset, MiB)
+            for ref in entry.chunks:
+                await cached_object(cache, ObjectKind.FRAME, ref.chunk_id)
+        downloads = remote.download_calls
+
+        fetcher = Fetcher(remote, drive.home, cache, trio.CapacityLimiter(4), prefetch_chunks=4)
+        async with running(fetcher):
+            check_bytes(await fetcher.read(entry, 0, 65536), content, 0, 65536)
+            with trio.fail_after(10):  # chunk 0, then 1-4 loaded and verified ahead
+                while fetcher.stats().chunk_cache_hits < 5:
+                    await trio.sleep(0.01)
+            memory_hits = fetcher.stats().chunk_memory_hits
+            start, end = drive.chunk_start(RANDOM_NAME, 1), drive.chunk_start(RANDOM_NAME, 5)
+            check_bytes(await fetcher.read(entry, start, end - start), content, start, end - start)
+            assert fetcher.stats().chunk_memory_hits == memory_hits + 4
+        assert remote.download_calls == downloads
+
+    run_live(server_process, tmp_path / "cache", test)
+

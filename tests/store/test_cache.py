@@ -95,6 +95,32 @@ def test_budget_holds_while_ten_times_the_budget_is_inserted(cache_dir: Path) ->
         cache.verify()
 
 
+def test_get_with_hands_the_bytes_in_place_and_refreshes_recency(
+    small_cache: ObjectCache,
+) -> None:
+    objects = [numbered(number, 1 * KiB) for number in range(10)]
+    for chunk_id, data in objects:
+        small_cache.put(FRAME, chunk_id, data)
+    assert small_cache.get_with(FRAME, numbered(99, 8)[0], bytes) is None
+    seen: list[memoryview] = []
+
+    def keep(data: memoryview) -> bytes:
+        seen.append(data)
+        return bytes(data)
+
+    assert small_cache.get_with(FRAME, objects[0][0], keep) == (objects[0][1],)
+    assert isinstance(seen[0], memoryview)  # a view into the map, not a copy
+    with pytest.raises(ValueError, match="refused"):
+        small_cache.get_with(FRAME, objects[1][0], lambda data: int("refused"))
+    # 0 was read and is now the most recent; 1's failed use left it the oldest.
+    small_cache.put(FRAME, *numbered(100, 1 * KiB))
+    small_cache.put(FRAME, *numbered(101, 1 * KiB))
+    assert small_cache.contains(FRAME, objects[0][0])
+    assert not small_cache.contains(FRAME, objects[1][0])
+    assert not small_cache.contains(FRAME, objects[2][0])
+    small_cache.verify()
+
+
 def test_recently_read_objects_survive_and_the_oldest_go_first(small_cache: ObjectCache) -> None:
     objects = [numbered(number, 1 * KiB) for number in range(10)]
     for chunk_id, data in objects:
