@@ -568,4 +568,3 @@ def test_sequential_reads_of_a_cached_file_find_the_next_chunks_loaded_ahead(
         assert remote.download_calls == downloads
 
     run_live(server_process, tmp_path / "cache", test)
-
