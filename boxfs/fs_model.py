@@ -90,6 +90,7 @@ from boxfs.journal import (
     ViewHead,
 )
 from boxfs.remote import Remote
+from boxfs.stage_pool import StagePool
 from boxfs.staging import StagedFile, Staging, StagingError
 from boxfs.uploader import Uploader
 from store import protocol
@@ -431,8 +432,10 @@ class FileSystemModel:
         uid: int,
         gid: int,
         preserve_ownership: bool = False,
+        stage_pool: StagePool | None = None,
     ) -> None:
         self._namespace_id = namespace_id
+        self._stage_pool = stage_pool
         self._remote = remote
         self._fetcher = fetcher
         self._journal = journal
@@ -473,6 +476,15 @@ class FileSystemModel:
             return function(*args, **kw)
 
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def _new_stage(self) -> StagedFile:
+        """A new empty staged file, pinned: a ready one from the pool if it has one (no
+        thread hop), else made now."""
+        stage = self._stage_pool.take() if self._stage_pool is not None else None
+        if stage is None:
+            stage = await self._thread(self._staging.new)
+        self._staging.pin(stage.name)
+        return stage
 
     def _ino(self, node: _Node) -> int:
         if not node.inode:
@@ -1424,8 +1436,7 @@ class FileSystemModel:
         async with self._lock:
             children = await self._free_name(directory, name)
             node = self._new_node(directory, name, EntryKind.FILE, mode)
-            node.stage = await self._thread(self._staging.new)
-            self._staging.pin(node.stage.name)
+            node.stage = await self._new_stage()
             node.dirty = True
             children[name] = node
             self._touch(directory)
@@ -1493,8 +1504,7 @@ class FileSystemModel:
         """Copy on write: the node's current content into a new staged file."""
         if node.stage is not None:
             return node.stage
-        stage = await self._thread(self._staging.new)
-        self._staging.pin(stage.name)
+        stage = await self._new_stage()
         try:
             if node.staged is not None:
                 path = str(self._staging.path_of(node.staged))
@@ -1527,9 +1537,7 @@ class FileSystemModel:
         node.handles += 1
         try:
             if size == 0 and node.stage is None:
-                stage = await self._thread(self._staging.new)
-                self._staging.pin(stage.name)
-                node.stage = stage
+                stage = node.stage = await self._new_stage()
             else:
                 stage = await self._ensure_stage(node)
             try:

@@ -62,6 +62,7 @@ from boxfs.home import Home
 from boxfs.journal import Journal
 from boxfs.notifier import Notifier
 from boxfs.remote import Remote
+from boxfs.stage_pool import StagePool
 from boxfs.staging import Staging
 from boxfs.syncer import Syncer
 from boxfs.uploader import Uploader
@@ -274,16 +275,11 @@ async def run_mount(
         )
         journal = opened_journal
         namespace_id = await _home_namespace(remote, opened_journal)
-        fetcher, uploader, syncer, model = await _build_drive(
+        fetcher, uploader, syncer, model, stage_pool = await _build_drive(
             config, home, remote, cache, opened_journal, namespace_id=namespace_id, limiter=limiter
         )
         async with trio.open_nursery() as nursery:
-            await nursery.start(fetcher.run)
-            # The model replays the journal's unconfirmed entries onto the head view first;
-            # an uploader already running could confirm some in between and they would be
-            # missing from the view.
-            await model.start()
-            nursery.start_soon(uploader.run)
+            await _start_drive(nursery, fetcher, model, uploader, stage_pool)
             fuse_ops.init_session(fuse_ops.BoxfsOperations(model), mountpoint, _options(config))
             nursery.start_soon(_raise_read_ahead, mountpoint)
             # Following the server ends before the session closes: the notifier must not
@@ -320,6 +316,23 @@ async def run_mount(
     return left
 
 
+async def _start_drive(
+    nursery: trio.Nursery,
+    fetcher: Fetcher,
+    model: FileSystemModel,
+    uploader: Uploader,
+    stage_pool: StagePool,
+) -> None:
+    """The drive's background jobs, and its view, before the session serves a request."""
+    await nursery.start(fetcher.run)
+    # The model replays the journal's unconfirmed entries onto the head view first; an
+    # uploader already running could confirm some in between and they would be missing
+    # from the view.
+    await model.start()
+    nursery.start_soon(uploader.run)
+    nursery.start_soon(stage_pool.run)
+
+
 async def _raise_read_ahead(mountpoint: Path) -> None:
     """Let the kernel read ahead ``READ_AHEAD_KB`` on this mount (its default is 128 KiB,
     so sequential reads would arrive as 128 KiB requests), where permitted (root, or a
@@ -350,11 +363,12 @@ async def _build_drive(
     *,
     namespace_id: NamespaceId,
     limiter: trio.CapacityLimiter,
-) -> tuple[Fetcher, Uploader, Syncer, FileSystemModel]:
-    """The fetcher, uploader, syncer and filesystem model of one namespace."""
+) -> tuple[Fetcher, Uploader, Syncer, FileSystemModel, StagePool]:
+    """The fetcher, uploader, syncer, filesystem model and stage pool of one namespace."""
     staging = await _swept_staging(home, journal)
     fetcher = Fetcher(remote, namespace_id, cache, limiter)
     uploader = Uploader(journal, staging, remote, namespace_id, limiter)
+    stage_pool = StagePool(staging, limiter)
     model = FileSystemModel(
         namespace_id=namespace_id,
         remote=remote,
@@ -366,11 +380,12 @@ async def _build_drive(
         uid=os.getuid(),
         gid=os.getgid(),
         preserve_ownership=config.preserve_ownership,
+        stage_pool=stage_pool,
     )
     syncer = Syncer(model, remote, namespace_id)
     uploader.on_reply = syncer.confirmed
     uploader.on_batch_done = syncer.poke
-    return fetcher, uploader, syncer, model
+    return fetcher, uploader, syncer, model, stage_pool
 
 
 async def _home_namespace(remote: Remote, journal: Journal) -> NamespaceId:
