@@ -1,14 +1,16 @@
 """The mount benchmark (``scripts/bench mount``): the workloads of DESIGN.md §6 on a real
 boxfs mount, each beside the same workload on a plain local directory of the same disk (a
-``tempfile.mkdtemp`` directory) and, for reads, beside a minimal pyfuse3 filesystem serving
-memory (``bench_memfs.py``, the ceiling). Prints ``name value unit`` lines; ratios compare
-figures measured in this same run.
+``tempfile.mkdtemp`` directory) and, for reads and the untar, beside a minimal pyfuse3
+filesystem serving memory (``bench_memfs.py``, the ceiling: read-only for reads, writable
+for the untar). Prints ``name value unit`` lines; ratios compare figures measured in this
+same run.
 
 What runs: a real ``boxfs-server`` (``ServerProcess``) with its own data directory, one
 account, and device homes logged in with ``boxfs login --password-stdin`` (``BOXFS_HOME``
 per device). Mounts are ``python -m boxfs.mount MOUNTPOINT --cache-size 2G`` subprocesses
 (``MountProcess``): a *writer* device, a *reader* device mounted after the writes with an
-empty cache, and a *lister* device for the cold listing. Every process started here is
+empty cache, and a *lister* device for the cold listing; the ceilings are ``bench_memfs.py``
+subprocesses (``MemfsProcess``), one mounted for each part. Every process started here is
 stopped by its own PID in ``finally``; the scratch directory is removed at the end.
 Everything shares this machine with whatever else runs on it: ``load_average_at_*`` says
 how busy it was, and figures from a busy run are not comparable with a quiet one.
@@ -38,16 +40,21 @@ How each figure is taken:
   the same ``read_ahead_kb`` through /sys/class/bdi, so both daemons see the same requests.
 - ``untar``: a tarball of the first N regular source files (no ``.pyc``, ``.so``, ``.a``,
   ``.whl``) of the Python standard library, then this virtualenv's site-packages, built once
-  in the scratch directory; ``tar -xf`` timed alone, and then with ``boxfs sync`` (mount)
-  or ``sync -f`` (local); one run on the mount, the best of three locally.
-  ``untar_commits`` counts the head moves it took.
+  in the scratch directory; ``tar --no-same-owner -xf`` timed alone, and then with ``boxfs
+  sync`` (mount) or ``sync -f`` (local); one run on the mount, the best of three locally.
+  ``untar_commits`` counts the head moves it took. The ceiling, ``untar_memfs_s``: the
+  same ``tar`` onto a writable memfs mounted for it (``bench_memfs.py --writable``, after
+  the local runs, stopped before the mount's run), the best of three, each into a new
+  directory; ``untar_ratio_to_memfs`` is the mount's time over it, what boxfs adds to what
+  pyfuse3 and trio alone cost per file.
 - ``ls_l``: a directory of N empty files created with ``open``/``close`` (the creation and
   the sync are timed too), then ``ls -l DIR >/dev/null`` (``LC_ALL=C``): warm is one run to
   warm up then the best and median of three, on the writer mount and locally; cold is the
   first ``ls -l`` on a freshly mounted device.
 - Correctness canaries, all expected 0: ``untar_missing_files`` (files tar wrote that the
   writer's view no longer shows after the sync), ``*_fresh_device`` (the same, as a device
-  mounted afterwards sees the server's state), ``ls_l_missing_entries`` and ``ls_l_errors``
+  mounted afterwards sees the server's state), ``untar_memfs_missing_files`` (the most files
+  a memfs run lacks, counted after each run), ``ls_l_missing_entries`` and ``ls_l_errors``
   (``ls`` lines such as a name readdir listed that a lookup then missed). Content read back
   (the big file, the edited file) is compared with what was written, outside the clock.
 - ``insert_1_byte_front`` and ``duplicate_copy``: what reached the server, counted two
@@ -257,9 +264,11 @@ def boxfs_sync_seconds(home: Path) -> float:
 
 
 class MemfsProcess:
-    """``bench_memfs.py`` serving one file at ``mountpoint``, stopped by its PID."""
+    """``bench_memfs.py`` at ``mountpoint``, stopped by its PID: serving one read-only file
+    of ``size_bytes``, or, with ``size_bytes=None``, an empty writable tree (``--writable``).
+    """
 
-    def __init__(self, mountpoint: Path, size_bytes: int, log_path: Path) -> None:
+    def __init__(self, mountpoint: Path, size_bytes: int | None, log_path: Path) -> None:
         self.mountpoint = mountpoint
         self.size_bytes = size_bytes
         self.log_path = log_path
@@ -271,10 +280,8 @@ class MemfsProcess:
 
     def start(self) -> MemfsProcess:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, str(MEMFS_SCRIPT), str(self.mountpoint),
-            "--size-bytes", str(self.size_bytes),
-        ]  # fmt: skip
+        mode = ["--writable"] if self.size_bytes is None else ["--size-bytes", str(self.size_bytes)]
+        command = [sys.executable, str(MEMFS_SCRIPT), str(self.mountpoint), *mode]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -683,6 +690,7 @@ def bench_untar(run: Run, home: Path, mnt: Path) -> None:
         local_runs.append((untar_s, untar_s + timed_run(["sync", "-f", str(target)])))
     local_s = min(untar_s for untar_s, _ in local_runs)
     local_synced_s = min(synced_s for _, synced_s in local_runs)
+    memfs_s, memfs_missing = untar_on_ceiling(run, untar, files)
 
     (mnt / "untar").mkdir()
     mark = run.watch.mark()
@@ -694,12 +702,35 @@ def bench_untar(run: Run, home: Path, mnt: Path) -> None:
     emit("mount.untar_s", mount_s, "s")
     emit("mount.untar_local_s", local_s, "s")
     emit("mount.untar_ratio_to_local", mount_s / local_s, "ratio")
+    emit("mount.untar_memfs_s", memfs_s, "s")
+    emit("mount.untar_memfs_ratio_to_local", memfs_s / local_s, "ratio")
+    emit("mount.untar_ratio_to_memfs", mount_s / memfs_s, "ratio")
     emit("mount.untar_synced_s", mount_s + sync_s, "s")
     emit("mount.untar_local_synced_s", local_synced_s, "s")
     emit("mount.untar_synced_ratio_to_local", (mount_s + sync_s) / local_synced_s, "ratio")
     emit("mount.untar_commits", commits, "commits")
     # A correctness canary (should be 0): files tar wrote that the writer's view lost.
     emit("mount.untar_missing_files", files - count_files(mnt / "untar"), "files")
+    emit("mount.untar_memfs_missing_files", memfs_missing, "files")
+
+
+def untar_on_ceiling(run: Run, untar: list[str], files: int) -> tuple[float, int]:
+    """The untar on a fresh writable memfs mount: the best of three runs, each into a new
+    directory, and the most files a run lost (counted outside the clock; should be 0).
+    The mount is stopped before returning, so its memory is back before boxfs's untar."""
+    memfs = MemfsProcess(run.scratch / "memfs-tree", None, run.scratch / "memfs-tree.log")
+    runs: list[float] = []
+    missing = 0
+    try:
+        memfs.start()
+        for attempt in range(3):
+            target = memfs.mountpoint / f"untar-{attempt}"
+            target.mkdir()
+            runs.append(timed_run([*untar, str(target)]))
+            missing = max(missing, files - count_files(target))
+    finally:
+        memfs.stop()
+    return min(runs), missing
 
 
 def count_files(root: Path) -> int:
@@ -852,7 +883,7 @@ def newest_source(root: Path) -> tuple[float, Path]:
 def remove_scratch(scratch: Path, mounts: list[MountProcess]) -> None:
     # Removing a tree that still holds a mount would walk into the drive (or hang on it).
     left = [mount.mountpoint for mount in mounts if find_mount(mount.mountpoint) is not None]
-    left += [path for path in scratch.glob("memfs") if find_mount(path) is not None]
+    left += [path for path in scratch.glob("memfs*") if find_mount(path) is not None]
     if left:
         print(f"bench mount: still mounted, not removing {scratch}: {left}", file=sys.stderr)
         return
