@@ -12,7 +12,9 @@ for the server. File content is copied on write into a staged file (``boxfs.stag
 at the first write or truncate (the whole current content is copied then: from the
 fetcher for a file as committed, hole-preserving from the staged file for one written
 earlier in this mount); after the last release, or an fsync, the staged file is frozen
-and journaled as one put.
+and journaled as one put. A file created here keeps its first writes (up to 1 MiB, 32 MiB
+for all such files) in memory, without a thread hop each, until its close writes them out
+in the same worker-thread call that journals the put.
 
 Must not: import pyfuse3 (``boxfs.fuse_ops`` translates ``FsError`` to ``FUSEError``),
 talk to the server other than through the ``Fetcher`` (trees, chunks) and ``Remote.head``,
@@ -91,7 +93,7 @@ from boxfs.journal import (
 )
 from boxfs.remote import Remote
 from boxfs.stage_pool import StagePool
-from boxfs.staging import StagedFile, Staging, StagingError
+from boxfs.staging import MemoryBudget, StagedFile, Staging, StagingError
 from boxfs.uploader import Uploader
 from store import protocol
 from store.errors import FormatError, IntegrityError, NotFoundError, StoreError
@@ -127,6 +129,9 @@ COPY_PIECE_BYTES: Final = 8 * 1024 * 1024
 """Bytes copied per step when a committed file is copied into its staged file."""
 MAX_READ_BYTES: Final = 4 * 1024 * 1024
 """The most one ``read`` returns (the kernel asks for at most 1 MiB)."""
+STAGED_MEMORY_BYTES: Final = 32 * 1024 * 1024
+"""What new files' first writes may hold in memory in all, before their close writes them
+out (``StagedFile.buffer``, at most ``staging.MAX_BUFFERED_BYTES`` per file)."""
 XATTR_NAMESPACE: Final = b"user."
 """The extended attributes the drive keeps. The others are this machine's security state
 (``security.*`` labels, ``system.posix_acl_*``, ``trusted.*``), meaningless on another
@@ -390,9 +395,12 @@ def _check_replace(node: _Node, replaced: _Node, flags: int, replaced_empty: boo
         raise FsError(errno.ENOTEMPTY)
 
 
-def _copy_sparse(source: str, target: int, size: int) -> None:
+def _copy_sparse(source: str, target: int, size: int, staged: StagedFile | None = None) -> None:
     """Copy the data extents of ``source`` into the open ``target`` fd (holes stay holes),
-    then set its size: time and space follow the data, never the logical size."""
+    then set its size: time and space follow the data, never the logical size. ``staged``:
+    the source's open staged file, whose buffered writes go to disk first."""
+    if staged is not None:
+        staged.spill()
     fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         position = 0
@@ -436,6 +444,7 @@ class FileSystemModel:
     ) -> None:
         self._namespace_id = namespace_id
         self._stage_pool = stage_pool
+        self._memory_budget = MemoryBudget(STAGED_MEMORY_BYTES)
         self._remote = remote
         self._fetcher = fetcher
         self._journal = journal
@@ -641,14 +650,21 @@ class FileSystemModel:
             ancestor = ancestor.parent
         return node
 
-    async def _append(self, *ops: PendingOp, power_safe: bool = False) -> list[int]:
+    async def _append(
+        self, *ops: PendingOp, power_safe: bool = False, spill: StagedFile | None = None
+    ) -> list[int]:
         """Journal ``ops``: they survive the mount being killed once this returns, and a
         power cut only with ``power_safe`` (what fsync(2) promises; metadata changes, like
-        a local filesystem's, are made durable by a later fsync)."""
+        a local filesystem's, are made durable by a later fsync). ``spill``: the staged
+        file a put names, written out first, in the same worker-thread call."""
+
+        def append() -> list[int]:
+            if spill is not None:
+                spill.spill()
+            return self._journal.append_many(self._namespace_id, ops, power_safe=power_safe)
+
         try:
-            seqs = await self._thread(
-                self._journal.append_many, self._namespace_id, ops, power_safe=power_safe
-            )
+            seqs = await self._thread(append)
         except FormatError as exc:
             raise FsError(errno.EINVAL, str(exc)) from exc
         except (JournalError, OSError) as exc:
@@ -1437,6 +1453,7 @@ class FileSystemModel:
             children = await self._free_name(directory, name)
             node = self._new_node(directory, name, EntryKind.FILE, mode)
             node.stage = await self._new_stage()
+            node.stage.start_buffering(self._memory_budget)  # a small file: no hop per write
             node.dirty = True
             children[name] = node
             self._touch(directory)
@@ -1508,7 +1525,9 @@ class FileSystemModel:
         try:
             if node.staged is not None:
                 path = str(self._staging.path_of(node.staged))
-                await self._thread(_copy_sparse, path, stage.fileno(), node.size)
+                # The frozen stage may still be spilling its buffer (a commit in flight).
+                frozen = node.reader if node.reader and node.reader.name == node.staged else None
+                await self._thread(_copy_sparse, path, stage.fileno(), node.size, frozen)
             elif node.entry is not None and node.entry.size:
                 entry = node.entry
                 for offset in range(0, entry.size, COPY_PIECE_BYTES):
@@ -1567,6 +1586,11 @@ class FileSystemModel:
         if node.broken:
             raise FsError(errno.EIO)
         stage = await self._ensure_stage(node)
+        if stage.buffer(offset, data):  # in memory, no await: the stage is still the node's
+            node.size = max(node.size, offset + len(data))
+            node.dirty = True
+            self._touch(node)
+            return len(data)
         written = await self._thread(stage.write_at, offset, data)
         while _stage_of(node) is not stage:
             # A close froze (journaled) the stage while these bytes went in: write them
@@ -1627,7 +1651,7 @@ class FileSystemModel:
                     self._path(node), self._file_attrs(node), staged=stage.name,
                     base=node.base, base_seq=node.base_seq,
                 )  # fmt: skip
-                (seq,) = await self._append(op, power_safe=durable)
+                (seq,) = await self._append(op, power_safe=durable, spill=stage)
             except BaseException:
                 node.staged, node.reader = previous, old_reader
                 if _stage_of(node) is None:  # give the content back, still to be journaled

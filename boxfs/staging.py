@@ -25,7 +25,13 @@ put the server rejected under ``rejected/`` (the conflict record names that copy
 ``sweep`` at mount time deletes what a crash left: a staged file no journal entry names was
 never promised to anyone (its writer's close or fsync had not returned).
 
-Must not: know drive paths, talk to the server, or hold a file's content in memory.
+Must not: know drive paths, talk to the server, or hold a file's content in memory, beyond
+the first writes of a new file (``StagedFile.buffer``: up to ``MAX_BUFFERED_BYTES`` each,
+within a ``MemoryBudget`` shared by all), written out before anything reads, sizes, copies
+or fsyncs the file, and before a journal entry names it (the mount spills it in the same
+worker-thread call that journals the put), so whatever reads a staged file by name sees it
+whole. A buffered write not yet spilled is lost with the process, as was promised: a file
+not closed is not journaled.
 Blocking (file I/O, fsync): the mount and the uploader call it through
 ``trio.to_thread.run_sync``. A lock guards the pin counts, so any thread may call it.
 """
@@ -47,6 +53,8 @@ from store.objects import MAX_FILE_BYTES
 STAGED_NAME_HEX: Final = 32
 REJECTED_DIR: Final = "rejected"
 _NAME_PATTERN: Final = re.compile(rf"[0-9a-f]{{{STAGED_NAME_HEX}}}")
+MAX_BUFFERED_BYTES: Final = 1024 * 1024
+"""A staged file keeps its first writes in memory only up to this size."""
 _FILE_MODE: Final = 0o600
 _DIR_MODE: Final = 0o700
 
@@ -86,14 +94,92 @@ def check_name(name: str) -> str:
     return name
 
 
+class MemoryBudget:
+    """The bytes all staged files may hold in memory at once (``StagedFile.buffer``)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._used_bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used_bytes
+
+    def take(self, size_bytes: int) -> bool:
+        with self._lock:
+            if self._used_bytes + size_bytes > self.limit_bytes:
+                return False
+            self._used_bytes += size_bytes
+            return True
+
+    def give_back(self, size_bytes: int) -> None:
+        with self._lock:
+            self._used_bytes -= size_bytes
+
+
 class StagedFile:
     """An open staged file (read/write). Positional I/O only, so several readers and the
-    writer never share an offset. Close it (or use ``with``) when done."""
+    writer never share an offset. Close it (or use ``with``) when done.
+
+    A new file's first writes may stay in memory (``start_buffering``, then ``buffer``): a
+    small file written from its start is then written out in one go (``spill``) by whoever
+    next touches the file on disk. Every blocking method spills first, so what they read,
+    size, copy or fsync is the whole content. A lock orders ``buffer`` (on the loop: it
+    never waits, it declines while a spill runs) against spills in worker threads."""
 
     def __init__(self, name: str, path: Path, file: io.FileIO) -> None:
         self.name = name
         self.path = path
         self.file = file
+        self._pending: bytearray | None = None  # the whole content, not yet in the file
+        self._budget: MemoryBudget | None = None
+        self._lock = threading.Lock()
+
+    def start_buffering(self, budget: MemoryBudget) -> None:
+        """Let writes from offset 0 on stay in memory, within ``budget`` and
+        ``MAX_BUFFERED_BYTES``. Only for a new, empty file nobody else has touched."""
+        self._pending, self._budget = bytearray(), budget
+
+    def buffer(self, offset: int, data: bytes) -> bool:
+        """Take a write into memory: only one that continues the buffered content, within
+        the bounds. False if it must go to the file (``write_at``). Never blocks."""
+        if self._pending is None or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            pending, budget = self._pending, self._budget
+            if (
+                pending is None
+                or budget is None
+                or offset != len(pending)
+                or offset + len(data) > MAX_BUFFERED_BYTES
+                or not budget.take(len(data))
+            ):
+                return False
+            pending += data
+            return True
+        finally:
+            self._lock.release()
+
+    @property
+    def buffered_bytes(self) -> int:
+        pending = self._pending
+        return 0 if pending is None else len(pending)
+
+    def spill(self) -> None:
+        """Write the buffered content to the file; from here on writes go to the file."""
+        with self._lock:
+            pending, budget = self._pending, self._budget
+            if pending is None:
+                return
+            view = memoryview(pending)
+            position = 0
+            while position < len(view):  # a failure leaves it buffered, to spill again
+                position += os.pwrite(self.fileno(), view[position:], position)
+            view.release()
+            self._pending = None
+            if budget is not None:
+                budget.give_back(len(pending))
 
     def __enter__(self) -> Self:
         return self
@@ -108,22 +194,32 @@ class StagedFile:
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         check_size(offset + len(data))
+        self.spill()
         return os.pwrite(self.fileno(), data, offset)
 
     def read_at(self, offset: int, size: int) -> bytes:
+        self.spill()
         return os.pread(self.fileno(), size, offset)
 
     def truncate(self, size_bytes: int) -> None:
         check_size(size_bytes)
+        self.spill()
         os.ftruncate(self.fileno(), size_bytes)
 
     def size(self) -> int:
+        self.spill()
         return os.fstat(self.fileno()).st_size
 
     def fsync(self) -> None:
+        self.spill()
         os.fsync(self.fileno())
 
     def close(self) -> None:
+        """Close the file; content still buffered is dropped (nobody was promised it)."""
+        with self._lock:
+            pending, budget, self._pending = self._pending, self._budget, None
+        if pending is not None and budget is not None:
+            budget.give_back(len(pending))
         self.file.close()
 
 

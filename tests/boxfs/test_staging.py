@@ -4,12 +4,20 @@ sweep that removes only what no journal entry names."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from boxfs.journal import FileAttrs, Journal, PendingPut
-from boxfs.staging import FileTooLargeError, StagedFileMissingError, Staging
+from boxfs.staging import (
+    MAX_BUFFERED_BYTES,
+    FileTooLargeError,
+    MemoryBudget,
+    StagedFile,
+    StagedFileMissingError,
+    Staging,
+)
 from store.ids import NamespaceId
 from store.objects import MAX_FILE_BYTES
 from store.protocol import DrivePath
@@ -118,3 +126,80 @@ def test_names_that_are_not_staged_names_are_refused(tmp_path: Path) -> None:
     for bad in ("../x", "A" * 32, "a" * 31, ""):
         with pytest.raises(ValueError, match="staged file name"):
             staging.path_of(bad)
+
+
+def test_a_new_files_first_writes_stay_in_memory_until_something_touches_the_file(
+    tmp_path: Path,
+) -> None:
+    staging = Staging(tmp_path / "staging")
+    budget = MemoryBudget(limit_bytes=10_000)
+    with staging.new() as staged:
+        assert not staged.buffer(0, b"no buffering asked for")
+        staged.start_buffering(budget)
+        assert staged.buffer(0, b"hello ")
+        assert staged.buffer(6, b"world")
+        assert not staged.buffer(20, b"a gap")  # only a continuation is buffered
+        assert staged.buffered_bytes == 11
+        assert budget.used_bytes == 11
+        assert staging.size_of(staged.name) == 0  # nothing on disk yet
+        assert staged.read_at(0, 100) == b"hello world"  # a read spills first
+        assert staging.size_of(staged.name) == 11
+        assert (staged.buffered_bytes, budget.used_bytes) == (0, 0)
+        assert not staged.buffer(11, b"!")  # spilled: writes go to the file from now on
+        staged.write_at(11, b"!")
+        assert staged.read_at(0, 100) == b"hello world!"
+
+
+def test_every_blocking_use_of_a_buffered_file_writes_it_out_first(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    budget = MemoryBudget(limit_bytes=10_000)
+
+    def truncated(staged: StagedFile) -> bool:
+        staged.truncate(2)
+        return staged.read_at(0, 9) == b"da"
+
+    def fsynced(staged: StagedFile) -> bool:
+        staged.fsync()
+        return True
+
+    def spilled(staged: StagedFile) -> bool:
+        staged.spill()
+        return True
+
+    uses: dict[str, Callable[[StagedFile], bool]] = {
+        "size": lambda staged: staged.size() == 4,
+        "truncate": truncated,
+        "fsync": fsynced,
+        "write_at": lambda staged: staged.write_at(4, b"!") == 1,
+        "spill": spilled,
+    }
+    for use, check in uses.items():
+        with staging.new() as staged:
+            staged.start_buffering(budget)
+            assert staged.buffer(0, b"data")
+            assert check(staged), use
+            assert staging.path_of(staged.name).read_bytes().startswith(b"da"), use
+            assert budget.used_bytes == 0, use
+
+
+def test_the_memory_budget_bounds_buffered_bytes_and_a_close_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    staging = Staging(tmp_path / "staging")
+    budget = MemoryBudget(limit_bytes=100)
+    first, second = staging.new(), staging.new()
+    for staged in (first, second):
+        staged.start_buffering(budget)
+    assert first.buffer(0, b"x" * 60)
+    assert not second.buffer(0, b"y" * 60)  # over the shared budget: to the file instead
+    assert second.buffer(0, b"y" * 40)
+    assert budget.used_bytes == 100
+    first.close()  # never spilled: dropped, as nothing was promised
+    assert budget.used_bytes == 40
+    assert staging.size_of(first.name) == 0
+    big = staging.new()
+    big.start_buffering(MemoryBudget(limit_bytes=MAX_BUFFERED_BYTES * 2))
+    assert not big.buffer(0, b"z" * (MAX_BUFFERED_BYTES + 1))  # over the per-file bound
+    second.close()
+    big.close()
+    assert budget.used_bytes == 0
