@@ -13,7 +13,8 @@ exceptions below); call the cache or decode on the trio loop (every such call go
 transaction spans an await); cache anything that failed verification; hold a whole file
 (a read holds the chunks it touches, at most ``MAX_READ_BYTES`` of them; a batch streams
 one frame at a time; the last-used plaintexts kept in memory are bounded by
-``recent_plaintext_bytes``); let a background failure escape ``run``.
+``recent_plaintext_bytes``, the last-used trees by ``RECENT_TREE_ENTRIES``); let a
+background failure escape ``run``.
 
 Who calls it: request handlers of the mount (lookup, readdir, read) and the CLI, as trio
 tasks on the one loop; ``run()`` is a background task in the mount's nursery (it owns the
@@ -77,6 +78,12 @@ _SEQUENTIAL_SLACK_BYTES: Final = 1 * MiB
 """A read starting this close to where the previous one of the entry ended is sequential
 (the kernel sends readahead requests concurrently, so they may arrive slightly out of
 order)."""
+
+RECENT_TREE_ENTRIES: Final = 50_000
+"""Verified trees used last, kept in memory up to this many entries in all: the model
+looks at the same directories again and again (a sync, a recheck after every answered
+batch), and each would otherwise load, decode and re-verify them; a directory of 10,000
+entries costs milliseconds every time."""
 
 _MAX_TRACKED_ENTRIES: Final = 128
 """Per-entry read state (chunk offsets, where the last read ended) kept, least recent
@@ -228,6 +235,7 @@ class FetcherStats:
     chunks_prefetched: int = 0
     integrity_failures: int = 0
     corrupt_cache_objects: int = 0
+    tree_memory_hits: int = 0
     tree_cache_hits: int = 0
     trees_downloaded: int = 0
     tree_requests: int = 0
@@ -301,6 +309,9 @@ class Fetcher:
         self._recent: collections.OrderedDict[ChunkId, bytes] = collections.OrderedDict()
         self._recent_bytes = 0
         self._recent_cap_bytes = recent_plaintext_bytes
+        # Verified trees, least recently used first, at most RECENT_TREE_ENTRIES entries.
+        self._recent_trees: collections.OrderedDict[TreeId, Tree] = collections.OrderedDict()
+        self._recent_tree_entries = 0
         self._running = False
         self._stopped = False
 
@@ -645,8 +656,13 @@ class Fetcher:
         found: dict[TreeId, Tree] = {}
         lookup = []
         for tree_id in wanted:
+            recent = self._recent_trees.get(tree_id)
             if tree_id == _EMPTY_TREE_ID:
                 found[tree_id] = EMPTY_TREE
+            elif recent is not None:
+                self._recent_trees.move_to_end(tree_id)
+                self._stats.tree_memory_hits += 1
+                found[tree_id] = recent
             elif tree_id not in self._tree_inflight:
                 lookup.append(tree_id)
         if lookup:
@@ -654,6 +670,8 @@ class Fetcher:
             self._stats.tree_cache_hits += len(cached)
             self._stats.corrupt_cache_objects += damaged
             found.update(cached)
+            for tree_id, tree in cached.items():
+                self._remember_tree(tree_id, tree)
         mine: dict[TreeId, _Pending[Tree]] = {}
         waiting: dict[TreeId, _Pending[Tree]] = {}
         for tree_id in wanted:
@@ -668,6 +686,16 @@ class Fetcher:
             await self._fetch_trees(mine)
         await self._collect_trees(waiting, found)
         return {tree_id: found[tree_id] for tree_id in wanted}
+
+    def _remember_tree(self, tree_id: TreeId, tree: Tree) -> None:
+        size = len(tree.entries)
+        if size > RECENT_TREE_ENTRIES or tree_id in self._recent_trees:
+            return
+        self._recent_trees[tree_id] = tree
+        self._recent_tree_entries += size
+        while self._recent_tree_entries > RECENT_TREE_ENTRIES:
+            _, dropped = self._recent_trees.popitem(last=False)
+            self._recent_tree_entries -= len(dropped.entries)
 
     async def _collect_trees(
         self, waiting: dict[TreeId, _Pending[Tree]], found: dict[TreeId, Tree]
@@ -700,6 +728,7 @@ class Fetcher:
             for tree_id, result in results.items():
                 if isinstance(result, Tree):
                     self._stats.trees_downloaded += 1
+                    self._remember_tree(tree_id, result)
                     mine[tree_id].succeed(result)
                 else:
                     if isinstance(result, IntegrityError):

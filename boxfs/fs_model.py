@@ -932,7 +932,7 @@ class FileSystemModel:
         assert tree_id is not None
         tree = await self._tree(tree_id)
         for name in path:
-            entry = next((e for e in tree if e.name == name), None)
+            entry = tree.get(name)
             if entry is None or entry.kind is not EntryKind.DIR or entry.tree_id is None:
                 return None
             tree = await self._tree(entry.tree_id)

@@ -16,10 +16,11 @@ import trio
 
 from boxfs.fetcher import MAX_READ_BYTES, ChunkSlice, Fetcher, chunk_starts, slices_for_range
 from boxfs.remote import Remote
+from store import protocol
 from store.cache import ObjectCache, ObjectKind
 from store.frames import encode_frame
 from store.ids import ChunkId, NamespaceId, chunk_id_of, content_hash_of
-from store.objects import ChunkRef, EntryKind, FileEntry
+from store.objects import ChunkRef, EntryKind, FileEntry, Tree
 
 LENGTHS = (100, 50, 1, 200)  # a file of 351 bytes; the 1-byte chunk makes boundaries tight
 
@@ -203,5 +204,44 @@ def test_plaintexts_kept_in_memory_stay_within_their_bound(tmp_path: Path) -> No
                     4,
                     2,
                 )
+
+        trio.run(main)
+
+
+def test_trees_used_again_come_from_memory_within_their_entry_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("boxfs.fetcher.RECENT_TREE_ENTRIES", 5)
+
+    def tree_of(*names: bytes) -> Tree:
+        entries = [
+            FileEntry(
+                name=name, kind=EntryKind.SYMLINK, mode=0o777, uid=0, gid=0, size=1, mtime_ns=0,
+                target=b"x",
+            )
+            for name in names
+        ]  # fmt: skip
+        return Tree.of(entries)
+
+    small, other = tree_of(b"a", b"b"), tree_of(b"c", b"d", b"e")
+    big = tree_of(b"f", b"g", b"h", b"i", b"j", b"k")
+    with ObjectCache.open(tmp_path / "cache", 1 << 20) as cache:
+        for tree in (small, other, big):
+            cache.put(ObjectKind.TREE, tree.id, tree.encode())
+
+        async def main() -> None:
+            async with Remote("http://127.0.0.1:9") as remote:
+                fetcher = Fetcher(remote, NamespaceId(bytes(16)), cache, trio.CapacityLimiter(2))
+                assert await fetcher.tree(small.id) == small  # from the cache, kept
+                cache.delete(ObjectKind.TREE, small.id)
+                assert await fetcher.tree(small.id) == small  # from memory
+                assert await fetcher.tree(big.id) == big  # 6 entries: over the bound, not kept
+                assert await fetcher.tree(other.id) == other  # 2 + 3 entries: both kept
+                assert await fetcher.tree(small.id) == small
+                stats = fetcher.stats()
+                assert (stats.tree_cache_hits, stats.tree_memory_hits) == (3, 2)
+                cache.delete(ObjectKind.TREE, big.id)
+                with pytest.raises(protocol.UnavailableError):  # not kept: needs the server
+                    await fetcher.tree(big.id)
 
         trio.run(main)
