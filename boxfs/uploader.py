@@ -337,7 +337,7 @@ class Uploader:
         namespace_id: NamespaceId,
         limiter: trio.CapacityLimiter,
         *,
-        batch_max_ops: int = 500,
+        batch_max_ops: int = protocol.MAX_OPS_PER_BATCH,
         quiet_s: float = 0.05,  # short: it is added to every change's trip to other devices
         max_delay_s: float = 2.0,
         backoff_min_s: float = 0.2,
