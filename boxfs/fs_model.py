@@ -282,6 +282,14 @@ def _check_xattr_namespace(name: bytes) -> None:
         raise FsError(errno.EOPNOTSUPP)
 
 
+def _disk_errno(exc: Exception) -> int:
+    """The errno for a local disk failure: a full disk or quota says so (a staged file's
+    buffered writes go to disk only at the close), anything else is EIO."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return exc.errno
+    return errno.EIO
+
+
 def _check_size(size: int) -> None:
     if size < 0:
         raise FsError(errno.EINVAL)
@@ -669,7 +677,7 @@ class FileSystemModel:
             raise FsError(errno.EINVAL, str(exc)) from exc
         except (JournalError, OSError) as exc:
             _log.error("cannot journal %s: %s", [type(op).__name__ for op in ops], exc)
-            raise FsError(errno.EIO) from exc
+            raise FsError(_disk_errno(exc)) from exc
         self._uploader.nudge()
         return seqs
 
@@ -1556,7 +1564,13 @@ class FileSystemModel:
         node.handles += 1
         try:
             if size == 0 and node.stage is None:
-                stage = node.stage = await self._new_stage()
+                stage = await self._new_stage()
+                theirs = _stage_of(node)
+                if theirs is not None:  # a write made one meanwhile: truncate that one
+                    stage.close()
+                    self._staging.remove(stage.name)
+                    stage = theirs
+                node.stage = stage
             else:
                 stage = await self._ensure_stage(node)
             try:
@@ -1616,9 +1630,21 @@ class FileSystemModel:
         a crash or power cut (it is in the journal and the fsynced staged file), and will be
         uploaded; it does not wait for the server."""
         node = self._handle(fh).node
-        if node.stage is None and node.staged is not None:  # journaled at an earlier close
-            await self._thread(self._staging.fsync, node.staged)
-        await self._commit(node, durable=True)
+        if await self._commit(node, durable=True):
+            return
+        # Nothing left to journal: the content went in at a close (perhaps one on another
+        # descriptor, whose commit ``_commit`` waited for), without an fsync. Make that
+        # staged file, and the journal up to its entry, durable now.
+        if node.stage is None and node.staged is not None:
+            try:
+                await self._thread(self._sync_journaled, node.staged)
+            except (JournalError, StagingError, OSError) as exc:
+                _log.error("cannot make %r durable: %s", node.name, exc)
+                raise FsError(_disk_errno(exc)) from exc
+
+    def _sync_journaled(self, staged: str) -> None:
+        self._staging.fsync(staged)
+        self._journal.sync()
 
     async def release(self, fh: int) -> None:
         handle = self._files.pop(fh, None)
@@ -1635,18 +1661,23 @@ class FileSystemModel:
             if node.detached:
                 self._maybe_drop(node)
 
-    async def _commit(self, node: _Node, *, durable: bool) -> None:
-        """Freeze the open stage and journal it as one put (nothing if unchanged)."""
+    async def _commit(self, node: _Node, *, durable: bool) -> bool:
+        """Freeze the open stage and journal it as one put (nothing if unchanged). Whether
+        it journaled one."""
         async with self._lock:
             stage = node.stage
             if stage is None or not node.dirty or node.detached:
-                return
+                return False
             # Frozen from here on: a write arriving meanwhile copies it into a new stage.
             previous, old_reader = node.staged, node.reader
             node.stage, node.staged, node.reader, node.dirty = None, stage.name, stage, False
             try:
                 if durable:
-                    await self._thread(stage.fsync)
+                    try:
+                        await self._thread(stage.fsync)
+                    except OSError as exc:
+                        _log.error("cannot fsync the staged content of %r: %s", node.name, exc)
+                        raise FsError(_disk_errno(exc)) from exc
                 op = PendingPut(
                     self._path(node), self._file_attrs(node), staged=stage.name,
                     base=node.base, base_seq=node.base_seq,
@@ -1667,6 +1698,7 @@ class FileSystemModel:
             node.base_seq = seq
             node.remote = True
             node.entry = None
+            return True
 
     # --- extended attributes ----------------------------------------------------------------
 

@@ -32,8 +32,9 @@ by default, the machine losing power too (``synchronous=FULL``: the log is fsync
 commit). ``append_many(..., power_safe=False)`` skips that fsync (``synchronous=NORMAL``
 for the one transaction): the entry still survives a kill -9, and the next power-safe
 commit (any later ``power_safe`` append, and every batch bookkeeping write) fsyncs the log
-with it and every earlier entry. The mount appends with ``power_safe=False`` except for
-fsync(2), so a burst of closes (an untar) does not pay one disk flush per file. A put's
+with it and every earlier entry, as ``sync()`` does without appending. The mount appends
+with ``power_safe=False`` except for fsync(2) (which calls ``sync()`` for an entry written
+at an earlier close), so a burst of closes (an untar) does not pay one disk flush per file. A put's
 staged file is the caller's: fsync it first (``Staging.fsync``) for the same promise about
 the content.
 
@@ -59,6 +60,7 @@ Must not: talk to the server, read staged files, or decide what an op means.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -574,6 +576,19 @@ class Journal:
             yield
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from exc
+
+    def sync(self) -> None:
+        """Make every entry appended so far survive a power cut, as a ``power_safe`` append
+        would: fsync the log (for fsync(2) of a file journaled at an earlier close)."""
+        with self._lock:
+            try:
+                fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return  # no log: every commit is in the database, synced at its checkpoint
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # --- appending ----------------------------------------------------------------------------
 

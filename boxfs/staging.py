@@ -172,11 +172,13 @@ class StagedFile:
             pending, budget = self._pending, self._budget
             if pending is None:
                 return
-            view = memoryview(pending)
-            position = 0
-            while position < len(view):  # a failure leaves it buffered, to spill again
-                position += os.pwrite(self.fileno(), view[position:], position)
-            view.release()
+            # Views released even on a failure (which leaves the content buffered, to spill
+            # again): a live view would stop the bytearray from growing.
+            with memoryview(pending) as view:
+                position = 0
+                while position < len(view):
+                    with view[position:] as rest:
+                        position += os.pwrite(self.fileno(), rest, position)
             self._pending = None
             if budget is not None:
                 budget.give_back(len(pending))

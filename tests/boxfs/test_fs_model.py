@@ -569,6 +569,28 @@ def test_fsync_journals_at_once_and_later_writes_copy_on_write(
     run_model(server, tmp_path, test)
 
 
+def test_fsync_after_a_close_makes_the_closed_content_and_its_entry_durable(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(mount: Mount) -> None:
+        model = mount.model
+        fh, _ = await model.create(ROOT_INODE, b"log", 0o600, RW)
+        await model.write(fh, 0, b"closed before the fsync")  # buffered in memory
+        await model.flush(fh)  # a close(2) of a dup: journaled, not fsynced
+        (put,) = await mount.pending()
+        assert isinstance(put, PendingPut) and put.staged is not None
+        synced: list[str] = []
+        monkeypatch.setattr(mount.staging, "fsync", synced.append)
+        monkeypatch.setattr(mount.journal, "sync", lambda: synced.append("journal"))
+        await model.fsync(fh, False)  # nothing new to journal: sync what the close did
+        assert synced == [put.staged, "journal"]
+        with mount.staging.open(put.staged) as staged:  # spilled at the close
+            assert staged.read_at(0, 100) == b"closed before the fsync"
+        await model.release(fh)
+
+    run_model(server, tmp_path, test)
+
+
 def test_a_close_journals_the_put_before_the_release_arrives(
     server: ServerProcess, tmp_path: Path
 ) -> None:

@@ -149,6 +149,23 @@ def test_the_database_is_write_ahead_logged_with_full_sync(tmp_path: Path) -> No
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
+def test_sync_fsyncs_the_log_that_appends_without_power_safe_left_unsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        journal.append_many(HOME, [put("a", STAGED[0])], power_safe=False)
+        monkeypatch.setattr("boxfs.journal.os.fsync", fsync)
+        journal.sync()
+    assert synced == [str(tmp_path / "j.sqlite3-wal")]
+
+
 def test_an_assigned_batch_leaves_pending_and_survives_reopen(tmp_path: Path) -> None:
     journal_path = tmp_path / "j.sqlite3"
     with Journal(journal_path) as journal:

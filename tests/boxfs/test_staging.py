@@ -3,6 +3,7 @@ sweep that removes only what no journal entry names."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -203,3 +204,30 @@ def test_the_memory_budget_bounds_buffered_bytes_and_a_close_gives_them_back(
     second.close()
     big.close()
     assert budget.used_bytes == 0
+
+
+def test_a_failed_spill_keeps_the_buffer_whole_and_still_growing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging = Staging(tmp_path / "staging")
+    budget = MemoryBudget(limit_bytes=10_000)
+    real_pwrite = os.pwrite
+    failures = {"left": 1}
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr("boxfs.staging.os.pwrite", pwrite)
+    with staging.new() as staged:
+        staged.start_buffering(budget)
+        assert staged.buffer(0, b"abc")
+        with pytest.raises(OSError) as raised:
+            staged.spill()
+        assert raised.value.errno == errno.ENOSPC
+        assert staged.buffer(3, b"def")  # still buffered, and it can still grow
+        assert (staged.buffered_bytes, budget.used_bytes) == (6, 6)
+        assert staged.read_at(0, 10) == b"abcdef"  # the next spill writes it all
+        assert budget.used_bytes == 0
