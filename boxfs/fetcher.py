@@ -13,7 +13,7 @@ exceptions below); call the cache or decode on the trio loop (every such call go
 transaction spans an await); cache anything that failed verification; hold a whole file
 (a read holds the chunks it touches, at most ``MAX_READ_BYTES`` of them; a batch streams
 one frame at a time; the last-used plaintexts kept in memory are bounded by
-``recent_plaintext_bytes``, the last-used trees by ``RECENT_TREE_ENTRIES``); let a
+``recent_plaintext_bytes``, the last-used trees by ``RECENT_TREE_BYTES``); let a
 background failure escape ``run``.
 
 Who calls it: request handlers of the mount (lookup, readdir, read) and the CLI, as trio
@@ -79,8 +79,8 @@ _SEQUENTIAL_SLACK_BYTES: Final = 1 * MiB
 (the kernel sends readahead requests concurrently, so they may arrive slightly out of
 order)."""
 
-RECENT_TREE_ENTRIES: Final = 50_000
-"""Verified trees used last, kept in memory up to this many entries in all: the model
+RECENT_TREE_BYTES: Final = 16 * MiB
+"""Verified trees used last, kept in memory up to this many encoded bytes in all: the model
 looks at the same directories again and again (a sync, a recheck after every answered
 batch), and each would otherwise load, decode and re-verify them; a directory of 10,000
 entries costs milliseconds every time."""
@@ -309,9 +309,12 @@ class Fetcher:
         self._recent: collections.OrderedDict[ChunkId, bytes] = collections.OrderedDict()
         self._recent_bytes = 0
         self._recent_cap_bytes = recent_plaintext_bytes
-        # Verified trees, least recently used first, at most RECENT_TREE_ENTRIES entries.
-        self._recent_trees: collections.OrderedDict[TreeId, Tree] = collections.OrderedDict()
-        self._recent_tree_entries = 0
+        # Verified trees and their encoded sizes, least recently used first, at most
+        # RECENT_TREE_BYTES in all.
+        self._recent_trees: collections.OrderedDict[TreeId, tuple[Tree, int]] = (
+            collections.OrderedDict()
+        )
+        self._recent_tree_bytes = 0
         self._running = False
         self._stopped = False
 
@@ -662,16 +665,16 @@ class Fetcher:
             elif recent is not None:
                 self._recent_trees.move_to_end(tree_id)
                 self._stats.tree_memory_hits += 1
-                found[tree_id] = recent
+                found[tree_id] = recent[0]
             elif tree_id not in self._tree_inflight:
                 lookup.append(tree_id)
         if lookup:
             cached, damaged = await self._thread(self._load_cached_trees, lookup)
             self._stats.tree_cache_hits += len(cached)
             self._stats.corrupt_cache_objects += damaged
-            found.update(cached)
-            for tree_id, tree in cached.items():
-                self._remember_tree(tree_id, tree)
+            for tree_id, (tree, size_bytes) in cached.items():
+                found[tree_id] = tree
+                self._remember_tree(tree_id, tree, size_bytes)
         mine: dict[TreeId, _Pending[Tree]] = {}
         waiting: dict[TreeId, _Pending[Tree]] = {}
         for tree_id in wanted:
@@ -687,15 +690,14 @@ class Fetcher:
         await self._collect_trees(waiting, found)
         return {tree_id: found[tree_id] for tree_id in wanted}
 
-    def _remember_tree(self, tree_id: TreeId, tree: Tree) -> None:
-        size = len(tree.entries)
-        if size > RECENT_TREE_ENTRIES or tree_id in self._recent_trees:
+    def _remember_tree(self, tree_id: TreeId, tree: Tree, size_bytes: int) -> None:
+        if size_bytes > RECENT_TREE_BYTES or tree_id in self._recent_trees:
             return
-        self._recent_trees[tree_id] = tree
-        self._recent_tree_entries += size
-        while self._recent_tree_entries > RECENT_TREE_ENTRIES:
-            _, dropped = self._recent_trees.popitem(last=False)
-            self._recent_tree_entries -= len(dropped.entries)
+        self._recent_trees[tree_id] = (tree, size_bytes)
+        self._recent_tree_bytes += size_bytes
+        while self._recent_tree_bytes > RECENT_TREE_BYTES:
+            _, (_, dropped_bytes) = self._recent_trees.popitem(last=False)
+            self._recent_tree_bytes -= dropped_bytes
 
     async def _collect_trees(
         self, waiting: dict[TreeId, _Pending[Tree]], found: dict[TreeId, Tree]
@@ -728,7 +730,7 @@ class Fetcher:
             for tree_id, result in results.items():
                 if isinstance(result, Tree):
                     self._stats.trees_downloaded += 1
-                    self._remember_tree(tree_id, result)
+                    self._remember_tree(tree_id, result, len(encodings.get(tree_id) or b""))
                     mine[tree_id].succeed(result)
                 else:
                     if isinstance(result, IntegrityError):
@@ -787,17 +789,19 @@ class Fetcher:
             plaintexts.append(plaintext)
         return plaintexts, damaged
 
-    def _load_cached_trees(self, tree_ids: list[TreeId]) -> tuple[dict[TreeId, Tree], int]:
-        """The cached trees among ``tree_ids``, verified, and how many were damaged
-        (deleted, so they are fetched again)."""
-        trees: dict[TreeId, Tree] = {}
+    def _load_cached_trees(
+        self, tree_ids: list[TreeId]
+    ) -> tuple[dict[TreeId, tuple[Tree, int]], int]:
+        """The cached trees among ``tree_ids``, verified, with their encoded sizes, and how
+        many were damaged (deleted, so they are fetched again)."""
+        trees: dict[TreeId, tuple[Tree, int]] = {}
         damaged = 0
         for tree_id in tree_ids:
             data = self._cache.get(ObjectKind.TREE, tree_id)
             if data is None:
                 continue
             try:
-                trees[tree_id] = decode_tree(data, expected=tree_id)
+                trees[tree_id] = (decode_tree(data, expected=tree_id), len(data))
             except (IntegrityError, FormatError) as exc:
                 damaged += 1
                 _log.warning("cached tree %s is damaged, fetching it again: %s", tree_id, exc)

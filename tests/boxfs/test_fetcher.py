@@ -208,10 +208,9 @@ def test_plaintexts_kept_in_memory_stay_within_their_bound(tmp_path: Path) -> No
         trio.run(main)
 
 
-def test_trees_used_again_come_from_memory_within_their_entry_bound(
+def test_trees_used_again_come_from_memory_within_their_byte_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("boxfs.fetcher.RECENT_TREE_ENTRIES", 5)
 
     def tree_of(*names: bytes) -> Tree:
         entries = [
@@ -225,6 +224,10 @@ def test_trees_used_again_come_from_memory_within_their_entry_bound(
 
     small, other = tree_of(b"a", b"b"), tree_of(b"c", b"d", b"e")
     big = tree_of(b"f", b"g", b"h", b"i", b"j", b"k")
+    # Room for small and other (2 and 3 entries) together, not for big (6) at all.
+    room = len(small.encode()) + len(other.encode())
+    assert len(big.encode()) > room
+    monkeypatch.setattr("boxfs.fetcher.RECENT_TREE_BYTES", room)
     with ObjectCache.open(tmp_path / "cache", 1 << 20) as cache:
         for tree in (small, other, big):
             cache.put(ObjectKind.TREE, tree.id, tree.encode())
@@ -235,8 +238,8 @@ def test_trees_used_again_come_from_memory_within_their_entry_bound(
                 assert await fetcher.tree(small.id) == small  # from the cache, kept
                 cache.delete(ObjectKind.TREE, small.id)
                 assert await fetcher.tree(small.id) == small  # from memory
-                assert await fetcher.tree(big.id) == big  # 6 entries: over the bound, not kept
-                assert await fetcher.tree(other.id) == other  # 2 + 3 entries: both kept
+                assert await fetcher.tree(big.id) == big  # over the bound: not kept
+                assert await fetcher.tree(other.id) == other  # small and other: both kept
                 assert await fetcher.tree(small.id) == small
                 stats = fetcher.stats()
                 assert (stats.tree_cache_hits, stats.tree_memory_hits) == (3, 2)
