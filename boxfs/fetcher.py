@@ -85,6 +85,10 @@ looks at the same directories again and again (a sync, a recheck after every ans
 batch), and each would otherwise load, decode and re-verify them; a directory of 10,000
 entries costs milliseconds every time."""
 
+_TREE_TOUCH_BATCH: Final = 256
+"""Trees served from memory before their cache recency is refreshed in a call of its own
+(otherwise it rides along with the next lookup)."""
+
 _MAX_TRACKED_ENTRIES: Final = 128
 """Per-entry read state (chunk offsets, where the last read ended) kept, least recent
 dropped: losing it only costs recomputing the offsets and one missed prefetch."""
@@ -315,6 +319,9 @@ class Fetcher:
             collections.OrderedDict()
         )
         self._recent_tree_bytes = 0
+        # Trees served from memory whose LMDB recency is still to be refreshed, so the cache
+        # does not evict them as unused (an offline start needs the view's trees there).
+        self._tree_touches: list[TreeId] = []
         self._running = False
         self._stopped = False
 
@@ -665,11 +672,13 @@ class Fetcher:
             elif recent is not None:
                 self._recent_trees.move_to_end(tree_id)
                 self._stats.tree_memory_hits += 1
+                self._tree_touches.append(tree_id)
                 found[tree_id] = recent[0]
             elif tree_id not in self._tree_inflight:
                 lookup.append(tree_id)
-        if lookup:
-            cached, damaged = await self._thread(self._load_cached_trees, lookup)
+        if lookup or len(self._tree_touches) >= _TREE_TOUCH_BATCH:
+            touches, self._tree_touches = self._tree_touches, []
+            cached, damaged = await self._thread(self._load_cached_trees, lookup, touches)
             self._stats.tree_cache_hits += len(cached)
             self._stats.corrupt_cache_objects += damaged
             for tree_id, (tree, size_bytes) in cached.items():
@@ -790,10 +799,13 @@ class Fetcher:
         return plaintexts, damaged
 
     def _load_cached_trees(
-        self, tree_ids: list[TreeId]
+        self, tree_ids: list[TreeId], touches: Sequence[TreeId] = ()
     ) -> tuple[dict[TreeId, tuple[Tree, int]], int]:
         """The cached trees among ``tree_ids``, verified, with their encoded sizes, and how
-        many were damaged (deleted, so they are fetched again)."""
+        many were damaged (deleted, so they are fetched again). ``touches``: trees served
+        from memory since the last call, made recent in the cache too."""
+        if touches:
+            self._cache.touch(ObjectKind.TREE, touches)
         trees: dict[TreeId, tuple[Tree, int]] = {}
         damaged = 0
         for tree_id in tree_ids:

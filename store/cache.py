@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -638,6 +638,18 @@ class ObjectCache:
             if result is not None and not self._readonly:
                 self._note_touch(key)
             return result
+
+    def touch(self, kind: ObjectKind, object_ids: Iterable[ObjectId]) -> None:
+        """Mark these objects most recently used, as ``get`` would, without reading them:
+        for a caller that serves them from a memory cache of its own, so they are not
+        evicted here as unused. Ids not cached are ignored; a read-only handle does
+        nothing (readers never refresh recency)."""
+        with self._lock:
+            self._check_open()
+            if self._readonly:
+                return
+            for object_id in object_ids:
+                self._note_touch(object_key(kind, object_id))
 
     def contains(self, kind: ObjectKind, object_id: ObjectId) -> bool:
         """Whether the object is cached. Does not change its recency."""

@@ -9,6 +9,7 @@ paths are pinned against a real server in tests/integration/test_fetcher_live.py
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from boxfs.remote import Remote
 from store import protocol
 from store.cache import ObjectCache, ObjectKind
 from store.frames import encode_frame
-from store.ids import ChunkId, NamespaceId, chunk_id_of, content_hash_of
+from store.ids import ChunkId, NamespaceId, TreeId, chunk_id_of, content_hash_of
 from store.objects import ChunkRef, EntryKind, FileEntry, Tree
 
 LENGTHS = (100, 50, 1, 200)  # a file of 351 bytes; the 1-byte chunk makes boundaries tight
@@ -236,9 +237,19 @@ def test_trees_used_again_come_from_memory_within_their_byte_bound(
             async with Remote("http://127.0.0.1:9") as remote:
                 fetcher = Fetcher(remote, NamespaceId(bytes(16)), cache, trio.CapacityLimiter(2))
                 assert await fetcher.tree(small.id) == small  # from the cache, kept
+                touched: list[list[TreeId]] = []
+                real_touch = cache.touch
+
+                def touch(kind: ObjectKind, ids: Iterable[TreeId]) -> None:
+                    touched.append(list(ids))
+                    real_touch(kind, touched[-1])
+
+                monkeypatch.setattr(cache, "touch", touch)
                 cache.delete(ObjectKind.TREE, small.id)
                 assert await fetcher.tree(small.id) == small  # from memory
                 assert await fetcher.tree(big.id) == big  # over the bound: not kept
+                # The memory hit's recency went to the cache with that lookup.
+                assert touched == [[small.id]]
                 assert await fetcher.tree(other.id) == other  # small and other: both kept
                 assert await fetcher.tree(small.id) == small
                 stats = fetcher.stats()

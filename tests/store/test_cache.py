@@ -121,6 +121,20 @@ def test_get_with_hands_the_bytes_in_place_and_refreshes_recency(
     small_cache.verify()
 
 
+def test_touch_refreshes_recency_without_reading_and_ignores_missing_ids(
+    small_cache: ObjectCache,
+) -> None:
+    objects = [numbered(number, 1 * KiB) for number in range(10)]
+    for chunk_id, data in objects:
+        small_cache.put(FRAME, chunk_id, data)
+    small_cache.touch(FRAME, [objects[0][0], numbered(99, 8)[0], objects[1][0]])
+    for number in (100, 101):
+        small_cache.put(FRAME, *numbered(number, 1 * KiB))
+    present = {number for number in range(10) if small_cache.contains(FRAME, objects[number][0])}
+    assert present == {0, 1, 4, 5, 6, 7, 8, 9}  # 2 and 3 were the oldest now
+    small_cache.verify()
+
+
 def test_recently_read_objects_survive_and_the_oldest_go_first(small_cache: ObjectCache) -> None:
     objects = [numbered(number, 1 * KiB) for number in range(10)]
     for chunk_id, data in objects:
