@@ -458,11 +458,12 @@ class Fetcher:
         unchecked = [chunk_id for chunk_id, pending in by_id.items() if not pending.cache_checked]
         if not unchecked:
             return
-        found, damaged = await self._thread(self._check_cache, unchecked)
+        found, damaged = await self._thread(self._load_cached_plaintexts, unchecked)
         self._stats.corrupt_cache_objects += damaged
-        for chunk_id in unchecked:
+        for chunk_id, plaintext in zip(unchecked, found, strict=True):
             by_id[chunk_id].cache_checked = True
-        for chunk_id, plaintext in found.items():
+            if plaintext is None:
+                continue
             self._stats.chunk_cache_hits += 1
             self._remember(chunk_id, plaintext)
             pending = by_id.pop(chunk_id)
@@ -764,17 +765,6 @@ class Fetcher:
 
     async def _thread(self, function: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
-
-    def _check_cache(self, chunk_ids: list[ChunkId]) -> tuple[dict[ChunkId, bytes], int]:
-        """The verified plaintexts of the cached chunks among ``chunk_ids``, and how many
-        were damaged (and deleted)."""
-        plaintexts, damaged = self._load_cached_plaintexts(chunk_ids)
-        found = {
-            chunk_id: plaintext
-            for chunk_id, plaintext in zip(chunk_ids, plaintexts, strict=True)
-            if plaintext is not None
-        }
-        return found, damaged
 
     def _load_cached_plaintexts(self, chunk_ids: list[ChunkId]) -> tuple[list[bytes | None], int]:
         """Verified plaintexts of the cached chunks (None for the others), and how many

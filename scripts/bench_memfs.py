@@ -229,6 +229,14 @@ class TreeOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         return node, node.children
 
+    def _child(self, parent_inode: int, name: bytes) -> tuple[Node, dict[bytes, Node], Node]:
+        """A directory, its entries and its existing entry ``name`` (else ENOENT)."""
+        parent, entries = self._directory(parent_inode)
+        node = entries.get(name)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return parent, entries, node
+
     def _new_node(
         self,
         parent_inode: int,
@@ -369,10 +377,7 @@ class TreeOperations(pyfuse3.Operations):
     async def unlink(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
-        parent, entries = self._directory(parent_inode)
-        node = entries.get(name)
-        if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+        parent, entries, node = self._child(parent_inode, name)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         self._remove(parent, entries, name, node)
@@ -380,10 +385,7 @@ class TreeOperations(pyfuse3.Operations):
     async def rmdir(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> None:
-        parent, entries = self._directory(parent_inode)
-        node = entries.get(name)
-        if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+        parent, entries, node = self._child(parent_inode, name)
         if node.children is None:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         if node.children:
