@@ -77,9 +77,16 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from boxfs.errors import BoxfsError, HomeError, NoSuchVersionError, NotLoggedInError, UsageError
-from boxfs.home import Home, Session, default_device_name
-from boxfs.journal import ConflictRecord, Journal
+from boxfs.errors import (
+    BoxfsError,
+    HomeError,
+    HomeInUseError,
+    NoSuchVersionError,
+    NotLoggedInError,
+    UsageError,
+)
+from boxfs.home import Home, HomeState, Session, default_device_name
+from boxfs.journal import MAX_CONFLICTS_KEPT, ConflictRecord, Journal
 from boxfs.remote import Remote
 from store import protocol
 from store.chunking import ChunkStream
@@ -121,6 +128,7 @@ class ExitCode(enum.IntEnum):
     UNAVAILABLE = 6
     INTEGRITY = 7
     NOT_SYNCED = 8
+    IN_USE = 9
 
 
 # The first entry the exception is an instance of wins, so subclasses come first.
@@ -137,6 +145,7 @@ _EXIT_CODES: Final[tuple[tuple[type[BaseException], ExitCode], ...]] = (
     (protocol.UsernameTakenError, ExitCode.CONFLICT),
     (TransientError, ExitCode.UNAVAILABLE),  # unavailable, rate_limited
     (IntegrityError, ExitCode.INTEGRITY),
+    (HomeInUseError, ExitCode.IN_USE),
     (HomeError, ExitCode.FAILURE),
     (BoxfsError, ExitCode.FAILURE),
     (StoreError, ExitCode.FAILURE),  # internal, unsupported_protocol, local FormatError
@@ -194,9 +203,27 @@ def format_time_ns(time_ns: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# What a name may hold that would act on the terminal instead of showing: C0 and C1 control
+# characters and DEL (a newline, an escape sequence), and the bidirectional overrides that
+# make text show in another order than it reads. A backslash is doubled so that every shown
+# name maps back to one byte string.
+_UNSHOWABLE: Final = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char == "\\":
+        return "\\\\"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def show_bytes(raw: bytes) -> str:
-    """A name or path for the terminal: bytes that are not UTF-8 stay visible as escapes."""
-    return raw.decode("utf-8", "backslashreplace")
+    """A name or path for the terminal: control characters and bytes that are not UTF-8
+    show as backslash escapes (``\\n`` as ``\\x0a``, a stray byte as ``\\xff``)."""
+    text = raw.decode("utf-8", "surrogateescape")
+    shown = _UNSHOWABLE.sub(_escape_char, text)
+    return shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def show_path(path: protocol.DrivePath | None) -> str:
@@ -777,8 +804,11 @@ async def cmd_register(args: argparse.Namespace, ctx: Context) -> ExitCode:
     checked(protocol.RegisterRequest, username=args.username, email=args.email, password=password)
     async with Remote(url) as remote:
         account = await remote.register(args.username, args.email, password)
+    state = ctx.home.read_state()
+    if state.server_url != url:  # remembered: `boxfs login USERNAME` needs no --server
+        ctx.home.write_state(HomeState(url, state.session))
     ctx.say(f"registered {account.username} <{account.email}> on {url}")
-    ctx.say(f"next: boxfs login --server {url} {account.username}")
+    ctx.say(f"next: boxfs login {account.username}")
     return ExitCode.OK
 
 
@@ -1316,6 +1346,8 @@ def _mount_child_command(args: argparse.Namespace, mountpoint: Path) -> list[str
         command.append("--allow-other")
     if args.preserve_ownership:
         command.append("--preserve-ownership")
+    if args.nonempty:
+        command.append("--nonempty")
     for option in args.options:
         command += ["-o", option]
     return command
@@ -1333,8 +1365,10 @@ async def cmd_mount(args: argparse.Namespace, ctx: Context) -> ExitCode:
         allow_other=args.allow_other,
         preserve_ownership=args.preserve_ownership,
         options=args.options,
+        nonempty=args.nonempty,
     )
-    mountpoint = mount.check_mountpoint(config.mountpoint)
+    mountpoint = mount.check_mountpoint(config.mountpoint, nonempty=config.nonempty)
+    ctx.home.check_free()  # mounted already from this home: one line now, as above
     if args.foreground:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -1547,6 +1581,20 @@ async def server_reachable(server_url: str) -> bool:
     return False
 
 
+async def _session_valid(session: Session) -> bool:
+    """Whether the server still accepts this session (a server that does not answer in
+    time counts as accepting it: ``status`` then says offline)."""
+    with trio.move_on_after(HEALTH_TIMEOUT_S + 1.0):
+        async with Remote(session.server_url, session.token, timeout_s=HEALTH_TIMEOUT_S) as remote:
+            try:
+                await remote.whoami()
+            except protocol.UnauthorizedError:
+                return False
+            except (TransientError, protocol.ProtocolError):
+                return True
+    return True
+
+
 def _state_of(home: Home) -> tuple[Session | None, str | None]:
     """The session (if logged in) and the server last used, from the home."""
     state = home.read_state()
@@ -1557,15 +1605,21 @@ async def cmd_status(args: argparse.Namespace, ctx: Context) -> ExitCode:
     local = await trio.to_thread.run_sync(read_local_state, ctx.home)
     mount = running_mount(ctx.home)
     session, server_url = _state_of(ctx.home)
-    if session is not None:
-        ctx.result(f"account: {session.username} on {session.server_url} ({session.device_name})")
-    else:
-        ctx.result("account: not logged in")
     url = session.server_url if session is not None else server_url
+    online = url is not None and await server_reachable(url)
+    if session is None:
+        ctx.result("account: not logged in")
+    elif online and not await _session_valid(session):
+        ctx.result(
+            f"account: logged out: run boxfs login (the session of {session.username} on "
+            f"{session.server_url} was ended; changes wait in the journal)"
+        )
+    else:
+        ctx.result(f"account: {session.username} on {session.server_url} ({session.device_name})")
     pending = f"{local.pending_ops} pending"
     if url is None:
         ctx.result("server: none")
-    elif await server_reachable(url):
+    elif online:
         ctx.result("server: online")
     else:
         ctx.result(f"server: offline, {pending}")
@@ -1623,6 +1677,30 @@ class _SyncProgress(_OptionalProgress):
         self._shown = left
 
 
+# The id of the newest lost put (a journal record of status `lost`) that `boxfs sync` has
+# reported, in the home's data dir: each loss fails one sync, and `status` keeps listing it.
+SYNC_REPORTED_NAME: Final = "sync-reported"
+
+
+def _report_losses(home: Home) -> list[ConflictRecord]:
+    """The lost puts no ``sync`` has reported yet, oldest first; they count as reported
+    from now on. Blocking (SQLite): call it in a worker thread."""
+    journal_path = _journal_path(home)
+    if not journal_path.exists():
+        return []
+    marker = home.data_dir / SYNC_REPORTED_NAME
+    try:
+        reported = int(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        reported = 0
+    with Journal(journal_path, readonly=True) as journal:
+        records = journal.conflicts(MAX_CONFLICTS_KEPT)
+    lost = [r for r in reversed(records) if r.status == "lost" and r.id > reported]
+    if lost:
+        marker.write_text(f"{lost[-1].id}\n", encoding="utf-8")
+    return lost
+
+
 async def _pending_ops(home: Home) -> int:
     return (await trio.to_thread.run_sync(read_local_state, home, 0)).pending_ops
 
@@ -1657,6 +1735,15 @@ async def cmd_sync(args: argparse.Namespace, ctx: Context) -> ExitCode:
             await trio.sleep(SYNC_POLL_S)
             left = await _pending_ops(ctx.home)
     if left == 0:
+        lost = await trio.to_thread.run_sync(_report_losses, ctx.home)
+        if lost:
+            shown = ", ".join(f"/{show_bytes(record.path)}" for record in lost[:5])
+            more = f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+            _error(
+                f"{_count(len(lost), 'change')} never reached the server, its content gone "
+                f"before the upload: {shown}{more} (see boxfs status)"
+            )
+            return ExitCode.NOT_SYNCED
         ctx.result("in sync: every change is on the server")
         return ExitCode.OK
     session, server_url = _state_of(ctx.home)
@@ -1774,6 +1861,11 @@ def _add_mount_arguments(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "-o", dest="options", action="append", default=[], metavar="OPT", help="a FUSE option"
+    )
+    sub.add_argument(
+        "--nonempty",
+        action="store_true",
+        help="mount over a folder that has files (the drive hides them while mounted)",
     )
 
 

@@ -22,6 +22,10 @@ class HomeError(BoxfsError):
     """The device home (``BOXFS_HOME``) is unusable: unreadable, wrong permissions, corrupt."""
 
 
+class HomeInUseError(HomeError):
+    """Another process (a mount) holds this device home: one mount per home at a time."""
+
+
 class UsageError(BoxfsError):
     """A command-line argument that cannot be right (a bad path, a missing file)."""
 

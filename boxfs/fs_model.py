@@ -1254,19 +1254,27 @@ class FileSystemModel:
         return dh
 
     async def readdir(self, dh: int, start: int) -> list[tuple[bytes, Attr, int]]:
+        """A page of the listing from offset ``start``: ``.`` (offset 0) and ``..`` (1)
+        first, as ``ls -a`` expects (the kernel does not add them for FUSE), then the names
+        opendir saw. ``.`` and ``..`` count no lookup: the kernel links no entry for them."""
         handle = self._dirs.get(dh)
         if handle is None:
             raise FsError(errno.EBADF)
-        children = handle.node.children or {}
+        directory = handle.node
         page: list[tuple[bytes, Attr, int]] = []
-        index = start
+        dots = ((b".", directory), (b"..", directory.parent or directory))
+        for offset in range(start, len(dots)):
+            name, dot = dots[offset]
+            page.append((name, self._attr(dot), offset + 1))
+        children = directory.children or {}
+        index = max(0, start - len(dots))
         while index < len(handle.names) and len(page) < READDIR_PAGE:
             name = handle.names[index]
             index += 1
             node = children.get(name)
             if node is not None:  # removed since opendir: skipped
                 node.lookups += 1
-                page.append((name, self._attr(node), index))
+                page.append((name, self._attr(node), index + len(dots)))
         return page
 
     async def releasedir(self, dh: int) -> None:

@@ -14,6 +14,12 @@ Layout (``docs/cli.md``)::
     <data>/cache/           the LMDB object cache (store.cache.ObjectCache)
     <data>/journal/         the durable journal of pending operations
     <data>/staging/         files staged for writing
+    <data>/home.lock        held (``flock``, exclusive) by the one mount of this home;
+                            holds "PID\nWHAT\n" of the holder for the error of a second
+
+One process at a time owns the journal, staging and cache of a home: a mount takes
+``Home.hold`` before it touches any of them, and a second mount of the same home fails with
+``HomeInUseError`` instead of sweeping the first one's staged files away.
 
 Invariants: every directory the home creates is mode 0700 and ``session.json`` is mode
 0600, because the token in it is a secret; the session file is replaced atomically (a temp
@@ -41,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from boxfs.errors import HomeError, NotLoggedInError
+from boxfs.errors import HomeError, HomeInUseError, NotLoggedInError
 from store import protocol
 from store.errors import FormatError
 from store.ids import ContentHash, NamespaceId
@@ -57,6 +63,7 @@ _FALLBACK_DEVICE_NAME: Final = "device"
 _DEVICE_NAME_BAD_CHARS: Final = re.compile(r"[/\\\x00-\x1f\x7f]+")
 _LOGIN_HINT: Final = "run `boxfs login --server URL USERNAME`"
 BASES_FILE_NAME: Final = "bases.json"
+LOCK_FILE_NAME: Final = "home.lock"
 # Bases kept, newest last; older ones are dropped (a put there then takes the head as base).
 MAX_BASES: Final = 20_000
 _MAX_BASES_FILE_BYTES: Final = 64 * 1024 * 1024
@@ -152,6 +159,39 @@ class Home:
         """What this device last saw at the drive paths it read or wrote."""
         _ensure_private_dir(self.data_dir)
         return Bases(self.data_dir / BASES_FILE_NAME)
+
+    @contextmanager
+    def hold(self, purpose: str) -> Iterator[None]:
+        """Hold this home for the calling process while the block runs (an exclusive,
+        non-blocking ``flock`` on ``home.lock``, released when the process ends, however it
+        ends). ``HomeInUseError``, naming the holder, if another process holds it."""
+        _ensure_private_dir(self.data_dir)
+        path = self.data_dir / LOCK_FILE_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise HomeError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").split("\n")
+                who = f" (pid {holder[0]}: {holder[1]})" if len(holder) > 1 else ""
+                raise HomeInUseError(
+                    f"this device home ({self.data_dir}) is in use by another mount{who}: "
+                    "unmount it first, or set BOXFS_HOME to another home"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n{purpose}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def check_free(self) -> None:
+        """``HomeInUseError`` if another process holds this home now (a probe: the home is
+        not held afterwards)."""
+        with self.hold("a probe"):
+            pass
 
     def _subdir(self, name: str) -> Path:
         path = self.data_dir / name

@@ -48,7 +48,8 @@ Tables (the schema is ``_SCHEMA``; ``PRAGMA user_version`` is its version)::
     view_heads  namespace → the commit (and root tree) the mount's view last showed: an
                 offline mount starts from it (its trees are in the object cache)
     conflicts   what the server did not apply as sent: path, conflict_path, status, code,
-                message, local_copy (a preserved staged file), time_ns
+                message, local_copy (a preserved staged file), time_ns; status ``lost``
+                is a put the uploader could not send because its staged file was gone
 
 Threads: blocking. One connection per ``Journal``, guarded by a lock, so one worker thread
 at a time uses it; callers on the trio loop go through
@@ -331,7 +332,7 @@ class ConflictRecord:
     kind: str
     path: bytes
     conflict_path: bytes | None
-    status: str  # merged, conflicted_copy or rejected
+    status: str  # merged, conflicted_copy, rejected, or lost (its content is gone)
     code: str | None
     message: str
     local_copy: str | None  # where the content of a rejected put was kept
@@ -843,11 +844,18 @@ class Journal:
             return self._unreferenced(db, rows)
 
     def reject(
-        self, seq: int, code: str, message: str, *, local_copy: str | None = None
+        self,
+        seq: int,
+        code: str,
+        message: str,
+        *,
+        local_copy: str | None = None,
+        lost: bool = False,
     ) -> list[str]:
         """Remove one pending entry the uploader cannot send (its staged file vanished, it
-        cannot be built into a valid op) and record why. Returns the staged files no entry
-        names any more."""
+        cannot be built into a valid op) and record why: status ``lost`` where its content
+        is gone (``boxfs sync`` then fails, naming it), else ``rejected``. Returns the
+        staged files no entry names any more."""
         with self._write() as db:
             row = db.execute(f"{_SELECT_ENTRY} WHERE seq = ?", (seq,)).fetchone()
             if row is None:
@@ -857,7 +865,7 @@ class Journal:
             self._record(
                 db,
                 row,
-                status="rejected",
+                status="lost" if lost else "rejected",
                 code=code,
                 message=message,
                 path=row["path"],

@@ -58,7 +58,7 @@ from boxfs import fuse_ops
 from boxfs.errors import BoxfsError, UsageError
 from boxfs.fetcher import Fetcher
 from boxfs.fs_model import FileSystemModel
-from boxfs.home import Home
+from boxfs.home import Home, Session
 from boxfs.journal import Journal
 from boxfs.notifier import Notifier
 from boxfs.remote import Remote
@@ -113,6 +113,7 @@ class MountConfig:
     preserve_ownership: bool = False
     options: tuple[str, ...] = field(default_factory=tuple)  # the user's -o options
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    nonempty: bool = False  # mount over a folder that has files (they are hidden meanwhile)
 
 
 def _unescape_mountinfo(text: str) -> str:
@@ -153,8 +154,10 @@ def is_boxfs_mount(mountpoint: os.PathLike[str] | str) -> bool:
     return info is not None and info.fstype in (f"fuse.{FS_NAME}", "fuse")
 
 
-def check_mountpoint(mountpoint: Path) -> Path:
-    """The absolute mountpoint, or a ``UsageError`` naming what is wrong with it."""
+def check_mountpoint(mountpoint: Path, *, nonempty: bool = False) -> Path:
+    """The absolute mountpoint, or a ``UsageError`` naming what is wrong with it. A folder
+    with files in it is refused unless ``nonempty`` (the drive would hide them, as fuse
+    refuses without its ``nonempty`` option)."""
     path = mountpoint.expanduser().absolute()
     if is_boxfs_mount(path):  # checked first: a stat of a dead mount fails with ENOTCONN
         raise UsageError(
@@ -163,6 +166,17 @@ def check_mountpoint(mountpoint: Path) -> Path:
         )
     if not path.is_dir():
         raise UsageError(f"{path}: not a directory (create it first)")
+    if not nonempty:
+        try:
+            with os.scandir(path) as entries:
+                has_files = next(entries, None) is not None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read it: {exc.strerror}") from exc
+        if has_files:
+            raise UsageError(
+                f"{path}: the folder is not empty; the drive would hide its files "
+                "(empty it, pick another folder, or pass --nonempty)"
+            )
     return path
 
 
@@ -258,10 +272,19 @@ async def run_mount(
     """Mount the home drive at ``config.mountpoint`` and serve it until unmounted.
     Returns the number of operations left journaled (0: everything reached the server)."""
     home = home or Home.from_env()
+    mountpoint = check_mountpoint(config.mountpoint, nonempty=config.nonempty)
+    # Before anything of the home is touched: a second mount of it would sweep the staged
+    # files of the first away (`Staging.sweep` knows only its own journal's names).
+    with home.hold(f"the mount at {mountpoint}"):
+        return await _run_held(config, home, mountpoint, on_mounted)
+
+
+async def _run_held(
+    config: MountConfig, home: Home, mountpoint: Path, on_mounted: Callable[[], None] | None
+) -> int:
     session = home.load_session()
-    mountpoint = check_mountpoint(config.mountpoint)
     limiter = _worker_limiter()
-    remote = Remote(session.server_url, session.token)
+    remote = Remote(session.server_url, session.token, renew=_stored_token(home, session))
     cache: ObjectCache | None = None
     journal: Journal | None = None
     mounted = False
@@ -401,6 +424,26 @@ async def _home_namespace(remote: Remote, journal: Journal) -> NamespaceId:
         return remembered[0]
 
 
+def _stored_token(home: Home, session: Session) -> Callable[[], str | None]:
+    """What the mount asks when the server refuses its session (logged out, or revoked
+    from another device): the token of a newer ``boxfs login`` of the same account on the
+    same server, if this home holds one. The file is a few hundred bytes: read on the loop."""
+
+    def token() -> str | None:
+        try:
+            stored = home.read_state().session
+        except BoxfsError:
+            return None
+        if stored is None or (stored.server_url, stored.username) != (
+            session.server_url,
+            session.username,
+        ):
+            return None
+        return stored.token
+
+    return token
+
+
 def _record_mounted(home: Home, mountpoint: Path) -> bool:
     """Write the pid file (``MOUNT_PID_NAME``) of a mount now serving; True."""
     path = home.data_dir / MOUNT_PID_NAME
@@ -472,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preserve-ownership", action="store_true")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT")
     parser.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT_S)
+    parser.add_argument("--nonempty", action="store_true", help="mount over a folder with files")
     parser.add_argument("--debug", action="store_true", help="log every detail")
     return parser
 
@@ -484,14 +528,18 @@ def config_from(
     preserve_ownership: bool,
     options: Sequence[str],
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+    nonempty: bool = False,
 ) -> MountConfig:
     split = tuple(opt for group in options for opt in group.split(",") if opt)
+    # fuse 2's `-o nonempty`, which libfuse 3 no longer knows: the same as --nonempty.
+    nonempty = nonempty or "nonempty" in split
     return MountConfig(
+        nonempty=nonempty,
         mountpoint=mountpoint,
         cache_size_bytes=parse_size(cache_size) if cache_size else DEFAULT_CACHE_BYTES,
         allow_other=allow_other,
         preserve_ownership=preserve_ownership,
-        options=split,
+        options=tuple(opt for opt in split if opt != "nonempty"),
         drain_timeout_s=drain_timeout_s,
     )
 
@@ -514,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preserve_ownership=args.preserve_ownership,
             options=args.options,
             drain_timeout_s=args.drain_timeout,
+            nonempty=args.nonempty,
         )
         trio.run(run_mount, config)
     except (BoxfsError, StoreError, OSError) as exc:  # a user's or the server's problem

@@ -1,11 +1,15 @@
 """The client side of the protocol: one ``Remote`` per server, httpx under trio.
 
 Built from ``store.protocol``: every route, model, header and error code comes from there.
-Error replies become the exception class the server raised (``protocol.error_for_response``),
-and a server that cannot be reached becomes ``protocol.UnavailableError`` (a
-``TransientError``), so callers retry on one type. Chunk batches travel as streamed record
-streams in both directions, split so no request exceeds the protocol's bounds; frames are
-returned as they came, and whoever uses one verifies it (``store.frames.decode_frame``).
+Every request goes through ``_exchange``: error replies become the exception class the
+server raised (``protocol.error_for_response``), and a server that cannot be reached, or a
+transfer that breaks off, becomes ``protocol.UnavailableError`` (a ``TransientError``) in
+one place (``_reaching``), so callers retry on one type. A reply that the session is no
+longer valid asks ``renew`` (if given) for the token the device holds now: after a new
+``boxfs login`` the request goes again, once, with that token. Chunk batches travel as
+streamed record streams in both directions, split so no request exceeds the protocol's
+bounds; frames are returned as they came, and whoever uses one verifies it
+(``store.frames.decode_frame``).
 
 Used from trio tasks (the mount's uploader and syncer, the CLI, tests and benchmarks).
 One ``Remote`` may serve many concurrent tasks: httpx pools its connections.
@@ -13,7 +17,9 @@ One ``Remote`` may serve many concurrent tasks: httpx pools its connections.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -22,6 +28,8 @@ import httpx
 from store import protocol
 from store.ids import ChunkId, CommitId, NamespaceId, TreeId
 from store.protocol import Record
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=protocol.WireModel)
 IdT = TypeVar("IdT", ChunkId, TreeId, CommitId)
@@ -39,9 +47,13 @@ class Remote:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
+        renew: Callable[[], str | None] | None = None,
     ) -> None:
+        """``renew``: the token the device holds now (its session file), asked when the
+        server says the session is no longer valid; ``None`` if it holds none."""
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self._renew = renew
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
@@ -68,6 +80,48 @@ class Remote:
             headers.update(extra)
         return headers
 
+    @contextmanager
+    def _reaching(self, what: str) -> Iterator[None]:
+        """The one translation of transport failures: ``UnavailableError`` saying ``what``."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise protocol.UnavailableError(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+
+    def _renewed(self) -> bool:
+        """Whether the device now holds another token than the one just refused (taken)."""
+        token = self._renew() if self._renew is not None else None
+        if token is None or token == self.token:
+            return False
+        log.info("the session was renewed on this device: using the new one")
+        self.token = token
+        return True
+
+    async def _exchange(
+        self, build: Callable[[], httpx.Request], *, stream: bool = False
+    ) -> httpx.Response:
+        """Send the request ``build`` makes; an error reply raises its exception. A refused
+        session is retried once if ``renew`` gives another token (``build`` is called
+        again: its headers then carry that token). With ``stream``, the caller closes the
+        response it gets."""
+        retried = False
+        while True:
+            request = build()
+            with self._reaching(f"cannot reach {self.base_url}"):
+                response = await self._client.send(request, stream=stream)
+            if not response.is_error:
+                return response
+            try:
+                with self._reaching(f"cannot reach {self.base_url}"):
+                    await response.aread()
+            finally:
+                await response.aclose()
+            error = protocol.error_for_response(response.status_code, response.content)
+            if isinstance(error, protocol.UnauthorizedError) and not retried and self._renewed():
+                retried = True
+                continue
+            raise error
+
     async def _send(
         self,
         route: protocol.Route,
@@ -78,28 +132,25 @@ class Remote:
         query: protocol.WireModel | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        """``content`` may be bytes or an async iterable that starts over each time it is
+        iterated (a retry sends it again)."""
         extra = dict(headers or {})
         if body is not None:
             content = body.model_dump_json(exclude_none=False).encode()
             extra["Content-Type"] = protocol.JSON_MEDIA_TYPE
         elif content is not None and route.request_media_type:
             extra["Content-Type"] = route.request_media_type
-        request = self._client.build_request(
-            route.method,
-            route.fill(**(path_params or {})),
-            content=content,
-            params=protocol.query_params(query) if query is not None else None,
-            headers=self._headers(extra),
-        )
-        try:
-            response = await self._client.send(request)
-        except httpx.TransportError as exc:
-            raise protocol.UnavailableError(
-                f"cannot reach {self.base_url}: {exc.__class__.__name__}: {exc}"
-            ) from exc
-        if response.is_error:
-            raise protocol.error_for_response(response.status_code, response.content)
-        return response
+
+        def build() -> httpx.Request:
+            return self._client.build_request(
+                route.method,
+                route.fill(**(path_params or {})),
+                content=content,
+                params=protocol.query_params(query) if query is not None else None,
+                headers=self._headers(extra),
+            )
+
+        return await self._exchange(build)
 
     async def _json(self, route: protocol.Route, model: type[M], **kwargs: Any) -> M:
         response = await self._send(route, **kwargs)
@@ -235,15 +286,11 @@ class Remote:
     async def _upload_batch(
         self, namespace_id: NamespaceId, records: list[Record[ChunkId]]
     ) -> list[ChunkId]:
-        async def body() -> AsyncIterator[bytes]:
-            for piece in protocol.encode_record_stream(ChunkId, records, allow_missing=False):
-                yield piece
-
         reply = await self._json(
             protocol.UPLOAD_CHUNKS,
             protocol.ChunkUploadResponse,
             path_params={"namespace_id": namespace_id},
-            content=body(),
+            content=_RecordBody(records),
         )
         return list(reply.stored)
 
@@ -299,27 +346,23 @@ class Remote:
         namespace_id: NamespaceId,
         request: protocol.WireModel,
     ) -> AsyncIterator[Record[IdT]]:
-        http_request = self._client.build_request(
-            route.method,
-            route.fill(namespace_id=namespace_id),
-            content=request.model_dump_json().encode(),
-            headers=self._headers({"Content-Type": protocol.JSON_MEDIA_TYPE}),
-        )
+        content = request.model_dump_json().encode()
+
+        def build() -> httpx.Request:
+            return self._client.build_request(
+                route.method,
+                route.fill(namespace_id=namespace_id),
+                content=content,
+                headers=self._headers({"Content-Type": protocol.JSON_MEDIA_TYPE}),
+            )
+
+        response = await self._exchange(build, stream=True)
         try:
-            response = await self._client.send(http_request, stream=True)
-        except httpx.TransportError as exc:
-            raise protocol.UnavailableError(f"cannot reach {self.base_url}: {exc}") from exc
-        try:
-            if response.is_error:
-                await response.aread()
-                raise protocol.error_for_response(response.status_code, response.content)
             parser = protocol.RecordStreamParser(id_type)
-            try:
+            with self._reaching(f"download from {self.base_url} broke off"):
                 async for piece in response.aiter_raw(_READ_PIECE_BYTES):
                     for record in parser.feed(piece):
                         yield record
-            except httpx.TransportError as exc:
-                raise protocol.UnavailableError(f"download from {self.base_url} broke off") from exc
             parser.close()
         finally:
             await response.aclose()
@@ -339,31 +382,38 @@ class Remote:
         extra = {"Accept": protocol.EVENT_STREAM_MEDIA_TYPE}
         if last_event_id:
             extra["Last-Event-ID"] = last_event_id
-        request = self._client.build_request(
-            protocol.EVENTS.method,
-            protocol.EVENTS.fill(),
-            headers=self._headers(extra),
-            timeout=httpx.Timeout(
-                connect=10.0, read=protocol.EVENT_IDLE_TIMEOUT_S, write=10.0, pool=10.0
-            ),
-        )
+
+        def build() -> httpx.Request:
+            return self._client.build_request(
+                protocol.EVENTS.method,
+                protocol.EVENTS.fill(),
+                headers=self._headers(extra),
+                timeout=httpx.Timeout(
+                    connect=10.0, read=protocol.EVENT_IDLE_TIMEOUT_S, write=10.0, pool=10.0
+                ),
+            )
+
+        response = await self._exchange(build, stream=True)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise protocol.UnavailableError(f"cannot reach {self.base_url}: {exc}") from exc
-        try:
-            if response.is_error:
-                await response.aread()
-                raise protocol.error_for_response(response.status_code, response.content)
             if on_connected is not None:
                 on_connected()
             parser = protocol.EventStreamParser()
-            try:
+            with self._reaching("the event stream broke off"):
                 async for piece in response.aiter_raw():
                     for item in parser.feed(piece):
                         if isinstance(item, protocol.Event):
                             yield item
-            except httpx.TransportError as exc:
-                raise protocol.UnavailableError("the event stream broke off") from exc
         finally:
             await response.aclose()
+
+
+class _RecordBody:
+    """A chunk upload's body: the record stream of ``records``, encoded anew each time it
+    is iterated, so a request sent again (a renewed session) sends it whole again."""
+
+    def __init__(self, records: list[Record[ChunkId]]) -> None:
+        self._records = records
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in protocol.encode_record_stream(ChunkId, self._records, allow_missing=False):
+            yield piece

@@ -22,8 +22,10 @@ Failures never end ``run`` (S3QL lost a mount to one failing upload task: DESIGN
 An unreachable server (``protocol.UnavailableError``) marks the uploader offline; any other
 failure is logged and reported in ``last_error``; both are retried with exponential backoff
 (``backoff_min_s`` doubling to ``backoff_max_s``) from the journal, so nothing is lost or
-reordered. An entry that can never be sent (its staged file vanished, which is a bug; or an
-op the protocol refuses to build) is dropped with a recorded rejection, not retried forever.
+reordered. An entry that can never be sent (an op the protocol refuses to build; or its
+staged file vanished, which is a bug: the home lock keeps a second mount from sweeping it)
+leaves the queue with a record, not retried forever: a vanished file's put is recorded as
+``lost``, which ``boxfs status`` lists and ``boxfs sync`` reports as a failure.
 
 Who calls it: the mount starts one ``run`` per namespace in its root nursery; the
 filesystem calls ``nudge`` (on the trio loop) after each append; ``boxfs sync`` and
@@ -86,6 +88,7 @@ _JSON_BYTES_PER_CHUNK: Final = 110
 STAGED_MISSING_CODE: Final = "staged_missing"
 INVALID_OP_CODE: Final = "invalid_op"
 TOO_LARGE_CODE: Final = "file_too_large"
+LOGGED_OUT_ERROR: Final = "logged out: run boxfs login"
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +441,12 @@ class Uploader:
             self._last_error = f"offline: {unavailable.message}"
             return delay_s
         leaf = leaves[0]
+        if isinstance(leaf, protocol.UnauthorizedError):
+            if self._last_error != LOGGED_OUT_ERROR:
+                _log.warning("the server refused this device's session (%s): uploads wait "
+                             "in the journal until `boxfs login`", leaf.message)  # fmt: skip
+            self._last_error = LOGGED_OUT_ERROR
+            return delay_s
         self._last_error = f"{type(leaf).__name__}: {leaf}"
         if isinstance(leaf, protocol.RateLimitedError):
             _log.warning("the server asks to slow down: %s", leaf.message)
@@ -581,8 +590,9 @@ class Uploader:
                 to_scan.popleft()
                 outcome = scans.popleft()
                 if isinstance(outcome, StagedFileMissingError):
-                    _log.error("journal entry %d: %s; dropping the put", entry.seq, outcome)
-                    await self._reject(entry, STAGED_MISSING_CODE, str(outcome))
+                    # Never silent: `boxfs status` lists it and `boxfs sync` fails naming it.
+                    _log.error("journal entry %d: %s; its put is lost", entry.seq, outcome)
+                    await self._reject(entry, STAGED_MISSING_CODE, str(outcome), lost=True)
                     continue
                 if isinstance(outcome, FileTooLargeError):
                     await self._reject(entry, TOO_LARGE_CODE, str(outcome), preserve=True)
@@ -611,7 +621,13 @@ class Uploader:
         return built
 
     async def _reject(
-        self, entry: JournalEntry, code: str, message: str, *, preserve: bool = False
+        self,
+        entry: JournalEntry,
+        code: str,
+        message: str,
+        *,
+        preserve: bool = False,
+        lost: bool = False,
     ) -> None:
         local_copy: str | None = None
         op = entry.op
@@ -619,7 +635,7 @@ class Uploader:
             local_copy = str(await self._thread(self.staging.preserve, op.staged))
         unreferenced = await self._thread(
             self.journal.reject, entry.seq, code, message[: protocol.MAX_OP_MESSAGE_CHARS],
-            local_copy=local_copy,
+            local_copy=local_copy, lost=lost,
         )  # fmt: skip
         await self._discard(unreferenced)
         self._entries_left()

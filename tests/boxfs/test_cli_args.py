@@ -17,8 +17,15 @@ from boxfs.cli import (
     parse_remote_path,
     parse_when,
     pick_version,
+    show_bytes,
 )
-from boxfs.errors import HomeError, NoSuchVersionError, NotLoggedInError, UsageError
+from boxfs.errors import (
+    HomeError,
+    HomeInUseError,
+    NoSuchVersionError,
+    NotLoggedInError,
+    UsageError,
+)
 from store import protocol
 from store.errors import ConflictError, FormatError, IntegrityError, NotFoundError
 from store.ids import CommitId, chunk_id_of, content_hash_of
@@ -144,6 +151,7 @@ def test_a_put_is_based_on_what_this_device_saw_else_on_the_drive() -> None:
         (protocol.UnavailableError("x"), ExitCode.UNAVAILABLE),
         (protocol.RateLimitedError("x"), ExitCode.UNAVAILABLE),
         (IntegrityError("a", "b"), ExitCode.INTEGRITY),
+        (HomeInUseError("x"), ExitCode.IN_USE),
         (HomeError("x"), ExitCode.FAILURE),
         (protocol.InternalError("x"), ExitCode.FAILURE),
         (FormatError("x"), ExitCode.FAILURE),
@@ -174,3 +182,24 @@ def test_argparse_mistakes_are_exit_2_and_help_is_exit_0(
 )
 def test_quiet_is_accepted_before_or_after_the_command(argv: list[str], quiet: bool) -> None:
     assert getattr(build_parser().parse_args(argv), "quiet", False) is quiet
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        (b"plain.txt", "plain.txt"),
+        ("caf\u00e9".encode(), "caf\u00e9"),
+        (b"two\nlines", "two\\x0alines"),
+        (b"\x1b[31mred", "\\x1b[31mred"),
+        (b"tab\there", "tab\\x09here"),
+        (b"del\x7f", "del\\x7f"),
+        ("c1\u0085".encode(), "c1\\x85"),
+        ("evil\u202etxt.exe".encode(), "evil\\u202etxt.exe"),
+        (b"back\\slash", "back\\\\slash"),
+        (b"not utf-8 \xff", "not utf-8 \\xff"),
+    ],
+)
+def test_names_show_control_characters_as_escapes_never_raw(name: bytes, shown: str) -> None:
+    text = show_bytes(name)
+    assert text == shown
+    assert text.isprintable()

@@ -166,3 +166,27 @@ def test_sync_times_out_with_exit_6_while_the_server_is_unreachable(
         "boxfs: timed out: the server cannot be reached (offline, 2 pending)"
     ]
     assert time.monotonic() - started < 10
+
+
+def test_a_lost_put_fails_the_next_sync_naming_it_and_stays_in_status(
+    home: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Journal(home.journal_dir / "journal.sqlite3") as journal:
+        seq = journal.append(
+            NAMESPACE, PendingPut(DrivePath((b"report.txt",)), ATTRS, staged="a" * 32)
+        )
+        journal.reject(seq, "staged_missing", "staged file aaaa is missing", lost=True)
+    code, lines, err = run(["sync", "--timeout", "5"], capsys)
+    assert code == cli.ExitCode.NOT_SYNCED
+    assert lines == []
+    assert err.strip().splitlines() == [
+        "boxfs: 1 change never reached the server, its content gone before the upload: "
+        "/report.txt (see boxfs status)"
+    ]
+    code, lines, _ = run(["status"], capsys)
+    assert code == 0
+    assert "conflicts: 1" in lines
+    assert "  lost: /report.txt: staged file aaaa is missing" in lines
+    # Reported once: the next sync has nothing new to say.
+    code, lines, _ = run(["sync", "--timeout", "5"], capsys)
+    assert (code, lines) == (0, ["in sync: every change is on the server"])

@@ -161,7 +161,7 @@ async def names_of(model: FileSystemModel, inode: int) -> list[bytes]:
     found: list[bytes] = []
     start = 0
     while page := await model.readdir(dh, start):
-        found.extend(name for name, _, _ in page)
+        found.extend(name for name, _, _ in page if name not in (b".", b".."))
         start = page[-1][2]
     await model.releasedir(dh)
     return found
@@ -491,8 +491,8 @@ def test_readdir_pages_through_3000_committed_entries(
                             await model.unlink(directory.inode, entry_name(2999))
                     await model.releasedir(dh)
                     assert pages > 1
-                    assert seen == [entry_name(n) for n in range(2999)]
-                    inodes = {(await model.lookup(directory.inode, n)).inode for n in seen[:50]}
+                    assert seen == [b".", b"..", *(entry_name(n) for n in range(2999))]
+                    inodes = {(await model.lookup(directory.inode, n)).inode for n in seen[2:52]}
                     assert len(inodes) == 50
 
     trio.run(main)
@@ -761,5 +761,32 @@ def test_concurrent_requests_leave_a_consistent_view_and_journal(
         ops = await mount.pending()
         assert sum(isinstance(op, PendingPut) for op in ops) == 20
         assert sum(isinstance(op, PendingMove) for op in ops) == 1
+
+    run_model(server, tmp_path, test)
+
+
+def test_a_listing_starts_with_dot_and_dotdot_which_count_no_lookup(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async def test(mount: Mount) -> None:
+        model = mount.model
+        folder = await model.mkdir(ROOT_INODE, b"folder", 0o755)
+        await write_file(model, folder.inode, b"a", b"x")
+        root_lookups = model._node(ROOT_INODE).lookups
+        dh = await model.opendir(folder.inode)
+        page = await model.readdir(dh, 0)
+        assert [(name, attr.inode, offset) for name, attr, offset in page[:2]] == [
+            (b".", folder.inode, 1),
+            (b"..", ROOT_INODE, 2),
+        ]
+        assert [name for name, _, _ in page[2:]] == [b"a"]
+        # A listing resumed after `.` gives `..` and the rest, once each.
+        assert [name for name, _, _ in await model.readdir(dh, 1)] == [b"..", b"a"]
+        assert await model.readdir(dh, page[-1][2]) == []
+        await model.releasedir(dh)
+        # The kernel links no entry for `.` and `..` and will never forget them: the
+        # folder keeps the one lookup its mkdir gave it, the root none.
+        assert model._node(folder.inode).lookups == 1
+        assert model._node(ROOT_INODE).lookups == root_lookups
 
     run_model(server, tmp_path, test)

@@ -255,3 +255,88 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def test_a_second_mount_of_the_same_device_home_is_refused_and_the_first_loses_nothing(
+    account: Account, tmp_path: Path
+) -> None:
+    home = account.device_home(tmp_path / "home", "desk")
+    first = MountProcess(home, tmp_path / "first", tmp_path / "first.log").start()
+    try:
+        (first.mountpoint / "before.txt").write_text("written before the second mount\n")
+        staged_before = set(os.listdir(home / "staging"))
+        second_point = tmp_path / "second"
+        second_point.mkdir()
+        # `boxfs mount` (background and --foreground) and the mount process itself.
+        for argv in (
+            ["mount", str(second_point)],
+            ["mount", "--foreground", str(second_point)],
+        ):
+            refused = run_cli(home, *argv)
+            assert refused.returncode == 9, (argv, refused.stdout, refused.stderr)
+            assert refused.stderr.count("\n") == 1, refused.stderr
+            assert "in use by another mount" in refused.stderr
+            assert f"the mount at {first.mountpoint}" in refused.stderr
+        direct = MountProcess(home, second_point, tmp_path / "second.log")
+        with pytest.raises(RuntimeError, match="in use by another mount"):
+            direct.start()
+        assert find_mount(second_point) is None
+        # The first mount's ready staged files are still there, and it keeps working:
+        # small writes succeed, and every closed file reaches the server.
+        assert staged_before <= set(os.listdir(home / "staging"))
+        for number in range(20):
+            (first.mountpoint / f"after-{number}.txt").write_text(f"file {number}\n")
+        result = run_cli(home, "sync", "--timeout", "30")
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        phone = account.device_home(tmp_path / "phone", "phone-of-desk")
+        wait_for_server(phone, "/", {"before.txt", *(f"after-{n}.txt" for n in range(20))})
+        assert "dropping the put" not in first.log_tail(400)
+    finally:
+        for name in ["before.txt", *(f"after-{n}.txt" for n in range(20))]:
+            (first.mountpoint / name).unlink(missing_ok=True)
+        assert first.stop() == 0, first.log_tail()
+
+
+def test_a_folder_with_files_is_refused_as_a_mountpoint_unless_asked(
+    account: Account, tmp_path: Path
+) -> None:
+    home = account.device_home(tmp_path / "home", "shelf")
+    mountpoint = tmp_path / "full"
+    mountpoint.mkdir()
+    (mountpoint / "mine.txt").write_text("not to be hidden\n")
+    refused = run_cli(home, "mount", str(mountpoint))
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert "not empty" in refused.stderr and "--nonempty" in refused.stderr
+    assert find_mount(mountpoint) is None
+    out = cli_ok(home, "mount", "--nonempty", str(mountpoint))
+    match = re.search(r"pid (\d+)", out)
+    assert match is not None, out
+    try:
+        assert "mine.txt" not in os.listdir(mountpoint)  # the drive is shown over it
+    finally:
+        cli_ok(home, "unmount", str(mountpoint))
+        pid = int(match.group(1))
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if find_mount(mountpoint) is not None:
+            MountProcess(home, mountpoint, tmp_path / "unused.log").abort()
+    assert (mountpoint / "mine.txt").read_text() == "not to be hidden\n"
+
+
+def test_ls_a_shows_dot_and_dotdot(drive: MountProcess) -> None:
+    folder = drive.mountpoint / "dots"
+    folder.mkdir()
+    try:
+        (folder / "file").write_text("x")
+        listed = subprocess.run(
+            ["ls", "-a1", str(folder)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert listed == [".", "..", "file"]
+        root = subprocess.run(
+            ["ls", "-a1", str(drive.mountpoint)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert root[:2] == [".", ".."] and "dots" in root
+        assert os.stat(folder / ".").st_ino == os.stat(folder).st_ino
+    finally:
+        shutil.rmtree(folder)

@@ -185,6 +185,26 @@ def test_register_login_whoami_logout_and_whoami_after_logout_is_exit_3(
     assert "run `boxfs login` again" in line
 
 
+def test_the_server_given_to_register_is_the_one_login_uses(
+    server_process: ServerProcess, devices: dict[str, Device]
+) -> None:
+    laptop = devices["laptop"]
+    out = laptop.ok(
+        "register", "--server", server_process.url, "reg", "--email", "reg@example.com",
+        "--password-stdin", stdin=f"{PASSWORD}\n",
+    )  # fmt: skip
+    assert "boxfs login reg" in out
+    assert "logged in" in laptop.ok("login", "reg", "--password-stdin", stdin=f"{PASSWORD}\n")
+    assert (
+        laptop.ok("whoami")
+        .strip()
+        .endswith(
+            f"on {server_process.url} (device "
+            + (Home(laptop.home).load_session().device_name + ")")
+        )
+    )
+
+
 # --- files --------------------------------------------------------------------------------------
 
 

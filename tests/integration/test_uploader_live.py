@@ -405,6 +405,7 @@ def test_puts_that_cannot_land_are_recorded_and_the_rest_goes_on(
         by_path = {record.path: record for record in conflicts}
         assert set(by_path) == {b"vanished", b"no/such/folder"}
         assert by_path[b"vanished"].code == "staged_missing"
+        assert by_path[b"vanished"].status == "lost"  # reported by status and sync
         refused = by_path[b"no/such/folder"]
         assert refused.status == "rejected" and refused.local_copy is not None
         assert Path(refused.local_copy).read_bytes() == b"no folder for me"
