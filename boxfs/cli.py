@@ -56,12 +56,12 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final, Self, TypeVar, cast
+from typing import BinaryIO, Final, Self, TypeAlias, TypeVar, cast
 
 import blake3
 import httpx
@@ -672,9 +672,10 @@ _MAX_RETRY_WAIT_S: Final = 10.0
 _MAX_REFS_PER_BATCH: Final = 200_000
 
 
-async def apply_ops(
-    view: DriveView, ops: Sequence[protocol.PutOp | protocol.MkdirOp]
-) -> list[protocol.OpResult]:
+DriveOp: TypeAlias = protocol.PutOp | protocol.MkdirOp | protocol.MoveOp | protocol.DeleteOp
+
+
+async def apply_ops(view: DriveView, ops: Sequence[DriveOp]) -> list[protocol.OpResult]:
     """Apply ops in batches within the protocol's bounds (in order: folders before what
     they hold). A batch whose reply was lost is resent with the same idempotency key, so it
     applies once."""
@@ -698,10 +699,8 @@ async def apply_ops(
     return results
 
 
-def _batches(
-    ops: Sequence[protocol.PutOp | protocol.MkdirOp],
-) -> Iterator[list[protocol.PutOp | protocol.MkdirOp]]:
-    batch: list[protocol.PutOp | protocol.MkdirOp] = []
+def _batches(ops: Sequence[DriveOp]) -> Iterator[list[DriveOp]]:
+    batch: list[DriveOp] = []
     refs = 0
     for op in ops:
         op_refs = len(op.entry.chunks) if isinstance(op, protocol.PutOp) else 0
@@ -923,9 +922,12 @@ async def cmd_get(args: argparse.Namespace, ctx: Context) -> ExitCode:
         entry = await view.lookup(source.path)
         if entry is None:
             raise _not_found(source.path)
+        if entry.kind is EntryKind.DIR and args.recursive and not to_stdout:
+            return await _get_folder(ctx, view, source.path, entry, Path(args.local_path))
         if entry.kind is not EntryKind.FILE:
             kind = "a folder" if entry.kind is EntryKind.DIR else f"a {entry.kind.name.lower()}"
-            raise UsageError(f"{show_path(source.path)} is {kind}: get downloads one file")
+            hint = " (get -r downloads a folder)" if entry.kind is EntryKind.DIR else ""
+            raise UsageError(f"{show_path(source.path)} is {kind}: get downloads one file{hint}")
         with ctx.transfer(f"get {show_bytes(entry.name)}", entry.size) as transfer:
             if to_stdout:
                 out = sys.stdout.buffer
@@ -939,6 +941,53 @@ async def cmd_get(args: argparse.Namespace, ctx: Context) -> ExitCode:
             await _download_to(view, entry, destination, transfer, ctx.limiter)
         _remember(ctx, view, {bytes(source.path): entry.content_hash})
     ctx.say(f"got {show_path(source.path)} -> {destination} ({human_size(entry.size)})")
+    return ExitCode.OK
+
+
+async def _get_folder(
+    ctx: Context,
+    view: DriveView,
+    source: protocol.DrivePath,
+    folder: FileEntry,
+    destination: Path,
+) -> ExitCode:
+    """``get -r``: the folder and everything below it, into ``destination`` (or into
+    ``destination/NAME`` if that is an existing folder, as ``cp -r`` does). Each file is
+    verified and renamed into place as ``get`` does; symlinks and FIFOs are made as such,
+    sockets skipped (they mean nothing without their process)."""
+    if destination.is_dir():
+        destination = destination / os.fsdecode(folder.name)
+    assert folder.tree_id is not None
+    below = sorted((await view.subtree(folder.tree_id)).items())  # a folder before its content
+    total = sum(entry.size for _, entry in below if entry.kind is EntryKind.FILE)
+    seen: dict[bytes, ContentHash | None] = {}
+    destination.mkdir(exist_ok=True)
+    folders = [(destination, folder)]
+    with ctx.transfer(f"get {show_bytes(folder.name)}", total) as transfer:
+        for relative, entry in below:
+            local = destination / os.fsdecode(relative)
+            if entry.kind is EntryKind.DIR:
+                local.mkdir(exist_ok=True)
+                folders.append((local, entry))
+            elif entry.kind is EntryKind.FILE:
+                await _download_to(view, entry, local, transfer, ctx.limiter)
+                seen[bytes(source) + b"/" + relative] = entry.content_hash
+            elif entry.kind is EntryKind.SOCKET:
+                ctx.say(f"skipped the socket {show_path(source)}/{show_bytes(relative)}")
+            else:
+                if local.is_symlink() or local.exists():
+                    local.unlink()
+                if entry.kind is EntryKind.SYMLINK:
+                    os.symlink(entry.target, local)
+                else:
+                    os.mkfifo(local, entry.mode & 0o777)
+    for local, entry in reversed(folders):  # after their content: a read-only folder too
+        os.chmod(local, entry.mode & 0o777)
+        os.utime(local, ns=(time.time_ns(), entry.mtime_ns))
+    _remember(ctx, view, seen)
+    files = sum(entry.kind is EntryKind.FILE for _, entry in below)
+    ctx.say(f"got {show_path(source)} -> {destination} ({_count(files, 'file')}, "
+            f"{human_size(total)})")  # fmt: skip
     return ExitCode.OK
 
 
@@ -1330,6 +1379,134 @@ async def cmd_restore(args: argparse.Namespace, ctx: Context) -> ExitCode:
 # --- the parser and main -------------------------------------------------------------------
 
 Command = Callable[[argparse.Namespace, Context], Awaitable[ExitCode]]
+
+
+# --- commands: folders, moves, deletes, devices -------------------------------------------------
+
+
+def _named_path(text: str, what: str) -> protocol.DrivePath:
+    """A drive path that is not the root (which cannot be made, moved or removed)."""
+    target = parse_remote_path(text)
+    if target.path is None:
+        raise UsageError(f"{what} needs a path on the drive, not its root")
+    return target.path
+
+
+def _report(ctx: Context, results: Sequence[protocol.OpResult]) -> ExitCode:
+    for result in results:
+        if result.status != "applied":
+            ctx.result(describe_result(result))
+    return _exit_for_results(results)
+
+
+async def cmd_mkdir(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    paths = [_named_path(text, "mkdir") for text in args.paths]
+    session = ctx.home.load_session()
+    async with _session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        wanted: dict[protocol.DrivePath, None] = {}
+        for path in paths:
+            entry = await view.lookup(path)
+            if entry is not None:
+                if entry.kind is EntryKind.DIR and args.parents:
+                    continue
+                raise ConflictError(show_path(path), "exists already")
+            missing = await view.missing_parents(path)
+            if missing and not args.parents:
+                raise NotFoundError("drive folder", show_path(missing[-1]))
+            wanted.update((folder, None) for folder in [*missing, path])
+        results = await apply_ops(view, [_mkdir(path) for path in wanted])
+    for path in wanted:
+        ctx.say(f"made {show_path(path)}")
+    return _report(ctx, results)
+
+
+async def cmd_mv(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    source = _named_path(args.source, "mv")
+    target = parse_remote_path(args.destination)
+    session = ctx.home.load_session()
+    async with _session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        if await view.lookup(source) is None:
+            raise _not_found(source)
+        destination = target.path
+        existing = None if destination is None else await view.lookup(destination)
+        if (
+            destination is None
+            or target.inside
+            or (existing is not None and existing.kind is EntryKind.DIR)
+        ):  # into a folder, under its own name, as mv(1) does
+            destination = _child(destination, source.name)
+        elif (missing := await view.missing_parents(destination)) != []:
+            raise NotFoundError("drive folder", show_path(missing[-1]))
+        if destination.is_within(source):
+            raise UsageError(f"cannot move {show_path(source)} into itself")
+        results = await apply_ops(view, [protocol.MoveOp(src=source, dst=destination)])
+    code = _report(ctx, results)
+    if code is ExitCode.OK:
+        ctx.say(f"moved {show_path(source)} -> {show_path(destination)}")
+    return code
+
+
+async def cmd_rm(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    paths = [_named_path(text, "rm") for text in args.paths]
+    session = ctx.home.load_session()
+    async with _session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        ops: list[DriveOp] = []
+        for path in paths:
+            entry = await view.lookup(path)
+            if entry is None:
+                raise _not_found(path)
+            if entry.kind is EntryKind.DIR:
+                if not args.recursive:
+                    raise UsageError(f"{show_path(path)} is a folder: rm -r removes it")
+                assert entry.tree_id is not None
+                ops.extend(_deletes_below(path, await view.subtree(entry.tree_id)))
+            ops.append(protocol.DeleteOp(path=path, base=entry.content_hash))
+        results = await apply_ops(view, ops)
+    code = _report(ctx, results)
+    removed = sum(result.status == "applied" for result in results)
+    ctx.say(f"removed {_count(removed, 'entry')}")
+    return code
+
+
+def _deletes_below(
+    folder: protocol.DrivePath, below: Mapping[bytes, FileEntry]
+) -> list[protocol.DeleteOp]:
+    """Deletes of everything below ``folder``, deepest first (a folder only once empty).
+    A file's delete names the content seen here: one changed elsewhere meanwhile stays."""
+    ordered = sorted(below.items(), key=lambda item: item[0].count(b"/"), reverse=True)
+    return [
+        protocol.DeleteOp(
+            path=protocol.DrivePath((*folder.components, *relative.split(b"/"))),
+            base=entry.content_hash,
+        )
+        for relative, entry in ordered
+    ]
+
+
+async def cmd_devices(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    session = ctx.home.load_session()
+    async with _session_remote(session) as remote:
+        if args.revoke is not None:
+            session_id = args.revoke
+            try:
+                session_id = protocol.parse_session_id(session_id)
+            except protocol.BadRequestError as exc:
+                raise UsageError(f"--revoke {args.revoke!r}: {exc.message}") from exc
+            await remote.revoke_session(session_id)
+            ctx.result(f"revoked {session_id}")
+            if session_id == session.session_id:
+                ctx.home.clear_session()
+                ctx.say("that was this device's session: run `boxfs login` to use it again")
+            return ExitCode.OK
+        listed = await remote.sessions()
+    for info in sorted(listed.sessions, key=lambda item: item.last_used_at, reverse=True):
+        used = info.last_used_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        this = "  (this device)" if info.current else ""
+        ctx.result(f"{info.session_id}  {used}  {show_bytes(info.device_name.encode())}{this}")
+    return ExitCode.OK
 
 
 # --- mount and unmount ------------------------------------------------------------------------
@@ -1810,10 +1987,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("get", cmd_get, "download a file, verified, to LOCAL_PATH (- for stdout)")
     sub.add_argument("remote_path", metavar="REMOTE_PATH")
     sub.add_argument("local_path", metavar="LOCAL_PATH")
+    sub.add_argument("-r", dest="recursive", action="store_true", help="a folder, whole")
 
-    sub = add("put", cmd_put, "upload a file or a folder (only missing chunks are sent)")
-    sub.add_argument("local_path", metavar="LOCAL_PATH")
-    sub.add_argument("remote_path", metavar="REMOTE_PATH")
+    _add_editing_commands(add)
 
     sub = add("versions", cmd_versions, "list the versions of a path, newest first")
     sub.add_argument("path", metavar="PATH")
@@ -1849,6 +2025,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after S seconds (exit 6 if the server is unreachable, else 8)",
     )
     return parser
+
+
+def _add_editing_commands(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    """The commands that change the drive (folders, moves, deletes, puts) or end a session."""
+    sub = add("mkdir", cmd_mkdir, "make folders on the drive")
+    sub.add_argument("paths", nargs="+", metavar="PATH")
+    sub.add_argument("-p", dest="parents", action="store_true", help="and missing parents")
+
+    sub = add("mv", cmd_mv, "move or rename a file or folder on the drive")
+    sub.add_argument("source", metavar="SOURCE")
+    sub.add_argument("destination", metavar="DESTINATION")
+
+    sub = add("rm", cmd_rm, "remove files (and with -r folders) from the drive")
+    sub.add_argument("paths", nargs="+", metavar="PATH")
+    sub.add_argument("-r", dest="recursive", action="store_true", help="folders and their content")
+
+    sub = add("devices", cmd_devices, "list this account's devices (sessions), or revoke one")
+    sub.add_argument("--revoke", metavar="SESSION_ID", help="end that session on the server")
+
+    sub = add("put", cmd_put, "upload a file or a folder (only missing chunks are sent)")
+    sub.add_argument("local_path", metavar="LOCAL_PATH")
+    sub.add_argument("remote_path", metavar="REMOTE_PATH")
 
 
 def _add_mount_arguments(sub: argparse.ArgumentParser) -> None:

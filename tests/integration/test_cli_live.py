@@ -314,6 +314,71 @@ def test_put_of_a_folder_tree_then_ls_and_ls_long(
     assert got.read_text() == "print('hello')\n"
 
 
+def test_folders_are_made_moved_downloaded_and_removed_without_a_mount(
+    server_process: ServerProcess, devices: dict[str, Device], tmp_path: Path
+) -> None:
+    laptop = devices["laptop"]
+    sign_up(laptop, server_process.url, "edd", "laptop")
+    one_error_line(laptop.run("mkdir", "a/b"), ExitCode.NOT_FOUND)  # no parent: exit 4
+    laptop.ok("mkdir", "-p", "a/b/c", "notes")
+    assert laptop.ok("ls", "a/b").splitlines() == ["c"]
+    one_error_line(laptop.run("mkdir", "notes"), ExitCode.CONFLICT)  # exists: exit 5
+    laptop.ok("mkdir", "-p", "notes")  # -p: an existing folder is fine
+    tree = tmp_path / "local"
+    tree.mkdir()
+    (tree / "x.txt").write_text("ex\n")
+    (tree / "y.bin").write_bytes(pseudo_random(200_000, seed=7))
+    (tree / "to-x").symlink_to("x.txt")
+    laptop.ok("put", str(tree), "a/b/c/")
+
+    # mv: a rename, then into an existing folder under its own name.
+    laptop.ok("mv", "a/b/c/local", "a/b/c/files")
+    laptop.ok("mv", "notes", "a")
+    assert laptop.ok("ls", "a").splitlines() == ["b", "notes"]
+    one_error_line(laptop.run("mv", "a", "a/b/inside"), ExitCode.USAGE)
+    one_error_line(laptop.run("mv", "nowhere", "x"), ExitCode.NOT_FOUND)
+
+    # get -r: the whole folder, byte for byte, symlinks as symlinks.
+    copy_root = tmp_path / "copy"
+    copy_root.mkdir()
+    laptop.ok("get", "-r", "a", str(copy_root))
+    files = copy_root / "a" / "b" / "c" / "files"
+    assert (files / "x.txt").read_text() == "ex\n"
+    assert (files / "y.bin").read_bytes() == (tree / "y.bin").read_bytes()
+    assert os.readlink(files / "to-x") == "x.txt"
+    assert (copy_root / "a" / "notes").is_dir()
+    one_error_line(laptop.run("get", "a", str(tmp_path / "nope")), ExitCode.USAGE)
+
+    # rm: a folder needs -r; then everything below goes, deepest first, in one command.
+    one_error_line(laptop.run("rm", "a"), ExitCode.USAGE)
+    laptop.ok("rm", "a/b/c/files/x.txt")
+    assert laptop.ok("ls", "a/b/c/files").splitlines() == ["to-x", "y.bin"]
+    laptop.ok("rm", "-r", "a")
+    assert laptop.ok("ls").splitlines() == []
+    one_error_line(laptop.run("rm", "a"), ExitCode.NOT_FOUND)
+    one_error_line(laptop.run("rm", "/"), ExitCode.USAGE)
+
+
+def test_devices_lists_the_sessions_and_revokes_one(
+    server_process: ServerProcess, devices: dict[str, Device]
+) -> None:
+    laptop, phone = devices["laptop"], devices["phone"]
+    sign_up(laptop, server_process.url, "fen", "laptop")
+    log_in(phone, server_process.url, "fen", "phone\u202egnp.exe")  # a hostile device name
+    lines = laptop.ok("devices").splitlines()
+    assert len(lines) == 2, lines
+    mine = [line for line in lines if line.endswith("(this device)")]
+    assert len(mine) == 1 and "  laptop  " in mine[0] + "  "
+    other = next(line for line in lines if line not in mine)
+    assert "\u202e" not in other and "phone\\u202egnp.exe" in other
+    phone_session = Home(phone.home).load_session().session_id
+    assert other.split()[0] == phone_session
+    assert laptop.ok("devices", "--revoke", phone_session).strip() == f"revoked {phone_session}"
+    one_error_line(phone.run("ls"), ExitCode.AUTH)
+    assert len(laptop.ok("devices").splitlines()) == 1
+    one_error_line(laptop.run("devices", "--revoke", "not-an-id"), ExitCode.USAGE)
+
+
 # --- two devices --------------------------------------------------------------------------------
 
 BASE_TEXT = "".join(f"line {number}\n" for number in range(1, 21))
