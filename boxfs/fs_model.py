@@ -26,7 +26,10 @@ anything blocking on the loop (it goes through ``trio.to_thread.run_sync`` with 
 Who calls it: the FUSE adapter's request handlers, as trio tasks on the mount's one loop.
 All state lives on that loop and is touched only between awaits; metadata changes hold
 ``_lock`` (a trio lock) from their checks through the journal append to the overlay
-update, so concurrent requests never see a half-made change.
+update, so concurrent requests never see a half-made change and the journal's order is the
+overlay's. Nothing slow happens under it: a directory listing a change needs is fetched
+first with the lock free (``_change`` starts the change over once it is in memory), and
+fsync(2)'s disk flush of the staged file and the journal comes after the lock is released.
 
 Decisions the adapter relies on:
 - ``open`` returns ``keep_cache=True`` only for a file whose content is the committed one
@@ -65,12 +68,13 @@ raise ``FsError(EPERM)``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, ParamSpec, TypeVar
 
@@ -93,7 +97,13 @@ from boxfs.journal import (
 )
 from boxfs.remote import Remote
 from boxfs.stage_pool import StagePool
-from boxfs.staging import MemoryBudget, StagedFile, Staging, StagingError
+from boxfs.staging import (
+    MemoryBudget,
+    StagedFile,
+    StagedFileMissingError,
+    Staging,
+    StagingError,
+)
 from boxfs.uploader import Uploader
 from store import protocol
 from store.errors import FormatError, IntegrityError, NotFoundError, StoreError
@@ -198,6 +208,15 @@ class Invalidation:
 class SyncError(BoxfsError):
     """The view cannot follow a new head now (a tree the server sent is unusable); the
     syncer retries."""
+
+
+class _ListingNeeded(Exception):
+    """A change under ``_lock`` met a directory whose listing is not in memory: ``_change``
+    fetches it with the lock free and starts the change over."""
+
+    def __init__(self, node: _Node) -> None:
+        super().__init__(node.name)
+        self.node = node
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,6 +649,39 @@ class FileSystemModel:
             fresh[name] = node
         self._versions.children = fresh
 
+    def _listed(self, node: _Node) -> dict[bytes, _Node]:
+        """A directory's listing for a change under ``_lock``: never fetched there. One not
+        in memory raises ``_ListingNeeded``, and ``_change`` fetches it with the lock
+        released, then runs the change again from its checks."""
+        if node.kind is not EntryKind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if node.children is None:
+            raise _ListingNeeded(node)
+        return node.children
+
+    def _listed_child(self, parent: _Node, name: bytes) -> _Node:
+        """``_child`` under ``_lock``, for a writable directory (not inside ``.versions``)."""
+        _check_name(name)
+        if parent is self._root and name == VERSIONS_NAME:
+            return self._versions  # the caller's writability check refuses it
+        node = self._listed(parent).get(name)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    async def _change(self, change: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a metadata change under ``_lock``, which orders overlay and journal alike.
+        The change reads listings with ``_listed`` only, and does all of its checks before
+        its first append or overlay update, so a listing that must be fetched (the network,
+        perhaps a slow or offline server) is fetched with the lock free, and the change
+        starts over: no other request waits on that fetch."""
+        while True:
+            try:
+                async with self._lock:
+                    return await change()
+            except _ListingNeeded as needed:
+                await self._children(needed.node)
+
     async def _child(self, parent: _Node, name: bytes) -> _Node:
         _check_name(name)
         if parent is self._root and name == VERSIONS_NAME:
@@ -694,11 +746,12 @@ class FileSystemModel:
             children={} if kind is EntryKind.DIR else None, changed=True,
         )  # fmt: skip
 
-    async def _free_name(self, parent: _Node, name: bytes) -> dict[bytes, _Node]:
+    def _free_name(self, parent: _Node, name: bytes) -> dict[bytes, _Node]:
+        """The listing ``name`` is free in (under ``_lock``, see ``_listed``)."""
         _check_name(name)
         if parent is self._root and name == VERSIONS_NAME:
             raise FsError(errno.EEXIST)
-        children = await self._children(parent)
+        children = self._listed(parent)
         if parent.detached:  # removed while this request waited for the lock
             raise FsError(errno.ENOENT)
         if name in children:
@@ -1286,33 +1339,41 @@ class FileSystemModel:
 
     async def mkdir(self, parent: int, name: bytes, mode: int) -> Attr:
         directory = self._writable_dir(parent)
-        async with self._lock:
-            children = await self._free_name(directory, name)
+
+        async def change() -> _Node:
+            children = self._free_name(directory, name)
             node = self._new_node(directory, name, EntryKind.DIR, mode)
             await self._append(PendingMkdir(self._path(node), self._file_attrs(node)))
             node.remote = True
             children[name] = node
             self._touch(directory)
+            return node
+
+        node = await self._change(change)
         node.lookups += 1
         return self._attr(node)
 
     async def rmdir(self, parent: int, name: bytes) -> None:
         directory = self._writable_dir(parent)
-        async with self._lock:
-            node = await self._child(directory, name)
+
+        async def change() -> None:
+            node = self._listed_child(directory, name)
             self._check_writable(node)
             if node.kind is not EntryKind.DIR:
                 raise FsError(errno.ENOTDIR)
-            if await self._children(node):
+            if self._listed(node):
                 raise FsError(errno.ENOTEMPTY)
             await self._append(PendingDelete(self._path(node)))
             self._detach(node)
             self._touch(directory)
 
+        await self._change(change)
+
     async def unlink(self, parent: int, name: bytes) -> None:
         directory = self._writable_dir(parent)
-        async with self._lock:
-            node = await self._child(directory, name)
+
+        async def change() -> None:
+            node = self._listed_child(directory, name)
             self._check_writable(node)
             if node.kind is EntryKind.DIR:
                 raise FsError(errno.EISDIR)
@@ -1320,6 +1381,8 @@ class FileSystemModel:
                 await self._append(self._delete_op(node))
             self._detach(node)
             self._touch(directory)
+
+        await self._change(change)
 
     def _delete_op(self, node: _Node) -> PendingDelete:
         return PendingDelete(self._path(node), base=node.base, base_seq=node.base_seq)
@@ -1343,44 +1406,49 @@ class FileSystemModel:
         _check_name(new)
         if target_dir is self._root and new == VERSIONS_NAME:
             raise FsError(errno.EROFS)
-        async with self._lock:
-            node = await self._child(source_dir, old)
-            self._check_writable(node)
-            targets = await self._children(target_dir)
-            if source_dir.detached or target_dir.detached:
-                raise FsError(errno.ENOENT)
-            replaced = targets.get(new)
-            if replaced is node:
-                return
-            ancestor: _Node | None = target_dir
-            while ancestor is not None:
-                if ancestor is node:
-                    raise FsError(errno.EINVAL)  # into its own subtree
-                ancestor = ancestor.parent
-            if replaced is not None:
-                empty = replaced.kind is not EntryKind.DIR or not await self._children(replaced)
-                _check_replace(node, replaced, flags, empty)
-            source_path = self._path(node)
-            destination = self._child_path(target_dir, new)
-            ops: list[PendingOp] = []
-            if node.remote:
-                ops.append(PendingMove(source_path, destination))
-            elif replaced is not None and replaced.remote:
-                ops.append(self._delete_op(replaced))  # the new file's put comes at release
-            if ops:
-                await self._append(*ops)
-            if replaced is not None:
-                self._detach(replaced)
-            assert source_dir.children is not None
-            del source_dir.children[node.name]
-            node.name = new
-            node.parent = target_dir
-            targets[new] = node
-            node.ctime_ns = _now_ns()
-            node.changed = True
-            self._touch(source_dir)
-            if target_dir is not source_dir:
-                self._touch(target_dir)
+        await self._change(lambda: self._rename(source_dir, old, target_dir, new, flags))
+
+    async def _rename(
+        self, source_dir: _Node, old: bytes, target_dir: _Node, new: bytes, flags: int
+    ) -> None:
+        """rename's checks and change, under ``_lock`` (through ``_change``)."""
+        node = self._listed_child(source_dir, old)
+        self._check_writable(node)
+        targets = self._listed(target_dir)
+        if source_dir.detached or target_dir.detached:
+            raise FsError(errno.ENOENT)
+        replaced = targets.get(new)
+        if replaced is node:
+            return
+        ancestor: _Node | None = target_dir
+        while ancestor is not None:
+            if ancestor is node:
+                raise FsError(errno.EINVAL)  # into its own subtree
+            ancestor = ancestor.parent
+        if replaced is not None:
+            empty = replaced.kind is not EntryKind.DIR or not self._listed(replaced)
+            _check_replace(node, replaced, flags, empty)
+        source_path = self._path(node)
+        destination = self._child_path(target_dir, new)
+        ops: list[PendingOp] = []
+        if node.remote:
+            ops.append(PendingMove(source_path, destination))
+        elif replaced is not None and replaced.remote:
+            ops.append(self._delete_op(replaced))  # the new file's put comes at release
+        if ops:
+            await self._append(*ops)
+        if replaced is not None:
+            self._detach(replaced)
+        assert source_dir.children is not None
+        del source_dir.children[node.name]
+        node.name = new
+        node.parent = target_dir
+        targets[new] = node
+        node.ctime_ns = _now_ns()
+        node.changed = True
+        self._touch(source_dir)
+        if target_dir is not source_dir:
+            self._touch(target_dir)
 
     async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
         directory = self._writable_dir(parent)
@@ -1412,8 +1480,8 @@ class FileSystemModel:
         target: bytes = b"",
         rdev: int = 0,
     ) -> Attr:
-        async with self._lock:
-            children = await self._free_name(directory, name)
+        async def change() -> _Node:
+            children = self._free_name(directory, name)
             node = self._new_node(directory, name, kind, mode)
             node.target = target
             node.rdev = rdev
@@ -1423,6 +1491,9 @@ class FileSystemModel:
             node.remote = True
             children[name] = node
             self._touch(directory)
+            return node
+
+        node = await self._change(change)
         node.lookups += 1
         return self._attr(node)
 
@@ -1465,14 +1536,24 @@ class FileSystemModel:
 
     async def create(self, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Attr]:
         directory = self._writable_dir(parent)
-        async with self._lock:
-            children = await self._free_name(directory, name)
+        stage = await self._new_stage()  # before the lock: without a ready one, a disk hop
+
+        async def change() -> _Node:
+            children = self._free_name(directory, name)
             node = self._new_node(directory, name, EntryKind.FILE, mode)
-            node.stage = await self._new_stage()
-            node.stage.start_buffering(self._memory_budget)  # a small file: no hop per write
+            node.stage = stage
+            stage.start_buffering(self._memory_budget)  # a small file: no hop per write
             node.dirty = True
             children[name] = node
             self._touch(directory)
+            return node
+
+        try:
+            node = await self._change(change)
+        except BaseException:
+            stage.close()
+            self._staging.remove(stage.name)
+            raise
         node.lookups += 1
         fh = self._new_fh(node, True)
         return fh, self._attr(node)
@@ -1651,7 +1732,11 @@ class FileSystemModel:
                 raise FsError(_disk_errno(exc)) from exc
 
     def _sync_journaled(self, staged: str) -> None:
-        self._staging.fsync(staged)
+        """The staged file's content and the journal up to its put, made durable. A staged
+        file gone meanwhile was uploaded and discarded, or its file removed: nothing of it
+        is left to make durable."""
+        with contextlib.suppress(StagedFileMissingError):
+            self._staging.fsync(staged)
         self._journal.sync()
 
     async def release(self, fh: int) -> None:
@@ -1671,26 +1756,33 @@ class FileSystemModel:
 
     async def _commit(self, node: _Node, *, durable: bool) -> bool:
         """Freeze the open stage and journal it as one put (nothing if unchanged). Whether
-        it journaled one."""
+        it journaled one. ``durable`` (fsync(2)): the frozen stage and the journal are
+        fsynced once ``_lock`` is free again (the frozen stage no longer changes), so other
+        requests never wait on the disk flush of a large file."""
+        journaled = await self._freeze(node)
+        if journaled is not None and durable:
+            try:
+                await self._thread(self._sync_journaled, journaled)
+            except (JournalError, StagingError, OSError) as exc:
+                _log.error("cannot fsync the staged content of %r: %s", node.name, exc)
+                raise FsError(_disk_errno(exc)) from exc
+        return journaled is not None
+
+    async def _freeze(self, node: _Node) -> str | None:
+        """``_commit``'s change under ``_lock``: the staged file journaled, if any."""
         async with self._lock:
             stage = node.stage
             if stage is None or not node.dirty or node.detached:
-                return False
+                return None
             # Frozen from here on: a write arriving meanwhile copies it into a new stage.
             previous, old_reader = node.staged, node.reader
             node.stage, node.staged, node.reader, node.dirty = None, stage.name, stage, False
             try:
-                if durable:
-                    try:
-                        await self._thread(stage.fsync)
-                    except OSError as exc:
-                        _log.error("cannot fsync the staged content of %r: %s", node.name, exc)
-                        raise FsError(_disk_errno(exc)) from exc
                 op = PendingPut(
                     self._path(node), self._file_attrs(node), staged=stage.name,
                     base=node.base, base_seq=node.base_seq,
                 )  # fmt: skip
-                (seq,) = await self._append(op, power_safe=durable, spill=stage)
+                (seq,) = await self._append(op, spill=stage)
             except BaseException:
                 node.staged, node.reader = previous, old_reader
                 if _stage_of(node) is None:  # give the content back, still to be journaled
@@ -1706,7 +1798,7 @@ class FileSystemModel:
             node.base_seq = seq
             node.remote = True
             node.entry = None
-            return True
+            return stage.name
 
     # --- extended attributes ----------------------------------------------------------------
 
