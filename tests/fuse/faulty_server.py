@@ -64,8 +64,9 @@ _HOP_BY_HOP: Final = frozenset(
     }
 )
 
-# Record-stream layout (store/protocol.py, "record streams"): a header, then records of a
-# head (tag u8 | id 32 bytes | length u32 BE) and a payload, then an end (tag 0 | u32).
+# Record-stream layout (docs/format.md, "Record streams"; store/protocol/records.py): a
+# header, then records of a head (tag u8 | id 32 bytes | length u32 BE) and a payload, then
+# an end (tag 0 | u32).
 _STREAM_HEADER_BYTES: Final = 8
 _RECORD_HEAD_BYTES: Final = 1 + 32 + 4
 _END_BYTES: Final = 5

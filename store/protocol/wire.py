@@ -1,0 +1,271 @@
+"""Values as JSON carries them: typed ids as hex (``HexChunkId``, ...), byte strings as a
+string or ``{"b64": ...}`` (``WireBytes``), file names, and paths inside a namespace
+(``DrivePath``).
+
+Each is a pydantic annotation (or, for ``DrivePath``, a type) that ``models`` and ``ops``
+use in their fields, with plain functions beside it for path parameters and for callers
+outside a model (``parse_id``, ``encode_wire_bytes``, ``decode_wire_bytes``,
+``validate_name``, ``DrivePath.from_wire``). A refusal is a ``ProtocolError`` with its code
+(``invalid_id``, ``invalid_name``, ``bad_request``); inside a model it becomes a pydantic
+error whose type is that code. Knows no model, route or body. Immutable values: any thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from typing import Annotated, Any, TypeAlias, TypeVar
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import PydanticCustomError, core_schema
+
+from store.errors import FormatError
+from store.ids import ChunkId, CommitId, ContentHash, NamespaceId, TreeId
+from store.objects import validate_name as _validate_format_name
+from store.protocol.bounds import MAX_PATH_DEPTH
+from store.protocol.errors import BadRequestError, InvalidIdError, InvalidNameError, ProtocolError
+
+# --- ids on the wire ----------------------------------------------------------------------
+
+IdT = TypeVar("IdT", ChunkId, TreeId, CommitId)
+_AnyIdT = TypeVar("_AnyIdT", ChunkId, TreeId, CommitId, ContentHash, NamespaceId)
+
+
+def parse_id(id_type: type[_AnyIdT], text: str) -> _AnyIdT:
+    """An id from its hex form (a path parameter, a JSON field); ``InvalidIdError`` if not."""
+    try:
+        return id_type.from_hex(text)
+    except FormatError as exc:
+        raise InvalidIdError(str(exc), {"kind": id_type.KIND}) from exc
+
+
+def _pydantic_error(exc: ProtocolError) -> PydanticCustomError:
+    # Inside a model, a protocol error becomes a pydantic error whose type is the code, so
+    # ``validation_error_body`` can give it back its code.
+    return PydanticCustomError(exc.code, "{message}", {"message": exc.message})
+
+
+class _HexId:
+    """Annotation marker: a typed id that is 64 (namespace: 32) lowercase hex digits in JSON."""
+
+    def __init__(self, id_type: Any) -> None:
+        self.id_type: Any = id_type  # one of the store.ids classes
+
+    def _validate(self, value: object) -> object:
+        if isinstance(value, self.id_type):
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_id(self.id_type, value)
+            except InvalidIdError as exc:
+                raise _pydantic_error(exc) from exc
+        raise PydanticCustomError(
+            InvalidIdError.CODE, "{kind} must be a hex string", {"kind": self.id_type.KIND}
+        )
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        digits = 2 * self.id_type.SIZE
+        text = core_schema.str_schema(
+            pattern=f"^[0-9a-f]{{{digits}}}$", min_length=digits, max_length=digits
+        )
+        return core_schema.no_info_plain_validator_function(
+            self._validate,
+            json_schema_input_schema=text,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _hex, when_used="json", return_schema=text
+            ),
+        )
+
+
+def _hex(value: bytes) -> str:
+    return value.hex()
+
+
+HexChunkId: TypeAlias = Annotated[ChunkId, _HexId(ChunkId)]
+HexTreeId: TypeAlias = Annotated[TreeId, _HexId(TreeId)]
+HexCommitId: TypeAlias = Annotated[CommitId, _HexId(CommitId)]
+HexContentHash: TypeAlias = Annotated[ContentHash, _HexId(ContentHash)]
+HexNamespaceId: TypeAlias = Annotated[NamespaceId, _HexId(NamespaceId)]
+
+
+# --- byte strings and paths on the wire -------------------------------------------------
+#
+# A byte string (a name, a symlink target, an xattr name or value, a whole path) travels
+# as a JSON string when it is valid UTF-8, which is nearly always, and otherwise as
+# {"b64": "<standard base64, padded>"}. Senders use the string form whenever they can;
+# receivers accept either. Every byte sequence round-trips exactly.
+
+WireBytesJson: TypeAlias = str | dict[str, str]
+
+
+def encode_wire_bytes(raw: bytes) -> WireBytesJson:
+    """The JSON form of a byte string."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(raw).decode("ascii")}
+
+
+def decode_wire_bytes(value: object) -> bytes:
+    """A byte string from its JSON form (or from bytes, in Python); ``BadRequestError``."""
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequestError("a string holds a lone surrogate") from exc
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        text = value["b64"]
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequestError(f"not base64: {text[:40]!r}") from exc
+        if base64.b64encode(raw).decode("ascii") != text:
+            raise BadRequestError(f"not canonical base64: {text[:40]!r}")
+        return raw
+    raise BadRequestError('a byte string is a JSON string or {"b64": "..."}')
+
+
+def _wire_bytes_json_schema() -> core_schema.CoreSchema:
+    b64 = core_schema.typed_dict_field(core_schema.str_schema())
+    return core_schema.union_schema(
+        [
+            core_schema.str_schema(),
+            core_schema.typed_dict_schema({"b64": b64}, extra_behavior="forbid"),
+        ]
+    )
+
+
+class _WireBytes:
+    """Annotation marker: ``bytes`` in Python, ``encode_wire_bytes`` form in JSON."""
+
+    @staticmethod
+    def _validate(value: object) -> bytes:
+        try:
+            return decode_wire_bytes(value)
+        except ProtocolError as exc:
+            raise _pydantic_error(exc) from exc
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        wire = _wire_bytes_json_schema()
+        return core_schema.no_info_plain_validator_function(
+            self._validate,
+            json_schema_input_schema=wire,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                encode_wire_bytes, when_used="json", return_schema=wire
+            ),
+        )
+
+
+WireBytes: TypeAlias = Annotated[bytes, _WireBytes()]
+
+
+def validate_name(name: bytes) -> bytes:
+    """A file name as the format allows it, or ``InvalidNameError``; returns the name."""
+    try:
+        _validate_format_name(name)
+    except FormatError as exc:
+        raise InvalidNameError(str(exc)) from exc
+    return name
+
+
+class DrivePath:
+    """A path inside a namespace, relative to its root: 1 to ``MAX_PATH_DEPTH`` names.
+
+    Its bytes form joins the names with ``/`` (no leading or trailing slash); on the wire
+    that byte string travels as any other (``encode_wire_bytes``). The root itself is not
+    a ``DrivePath``: no operation names it.
+    """
+
+    __slots__ = ("components",)
+    components: tuple[bytes, ...]
+
+    def __init__(self, components: Iterable[bytes]) -> None:
+        parts = tuple(components)
+        if not parts:
+            raise InvalidNameError("a path needs at least one name")
+        if len(parts) > MAX_PATH_DEPTH:
+            raise InvalidNameError(f"path is {len(parts)} names deep, over {MAX_PATH_DEPTH}")
+        for part in parts:
+            validate_name(part)
+        object.__setattr__(self, "components", parts)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("DrivePath is immutable")
+
+    def __reduce__(self) -> tuple[type[DrivePath], tuple[tuple[bytes, ...]]]:
+        return (DrivePath, (self.components,))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> DrivePath:
+        """``b"a/b/c"`` → the path of three names; any empty name is refused."""
+        if raw.count(b"/") >= MAX_PATH_DEPTH:  # refuse before splitting a huge input
+            raise InvalidNameError(f"path is over {MAX_PATH_DEPTH} names deep")
+        return cls(raw.split(b"/"))
+
+    @classmethod
+    def from_wire(cls, value: object) -> DrivePath:
+        if isinstance(value, DrivePath):
+            return value
+        try:
+            raw = decode_wire_bytes(value)
+        except BadRequestError as exc:
+            raise InvalidNameError(f"bad path: {exc.message}") from exc
+        return cls.from_bytes(raw)
+
+    def to_wire(self) -> WireBytesJson:
+        return encode_wire_bytes(bytes(self))
+
+    def __bytes__(self) -> bytes:
+        return b"/".join(self.components)
+
+    @property
+    def name(self) -> bytes:
+        return self.components[-1]
+
+    @property
+    def parent(self) -> DrivePath | None:
+        """The parent directory, or ``None`` for a name directly under the root."""
+        return DrivePath(self.components[:-1]) if len(self.components) > 1 else None
+
+    def child(self, name: bytes) -> DrivePath:
+        return DrivePath((*self.components, name))
+
+    def is_within(self, other: DrivePath) -> bool:
+        """True if this path is ``other`` or lies beneath it."""
+        return self.components[: len(other.components)] == other.components
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DrivePath) and self.components == other.components
+
+    def __hash__(self) -> int:
+        return hash(self.components)
+
+    def __repr__(self) -> str:
+        return f"DrivePath({bytes(self)!r})"
+
+    @classmethod
+    def _validate(cls, value: object) -> DrivePath:
+        try:
+            return cls.from_wire(value)
+        except ProtocolError as exc:
+            raise _pydantic_error(exc) from exc
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        wire = _wire_bytes_json_schema()
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            json_schema_input_schema=wire,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                DrivePath.to_wire, when_used="json", return_schema=wire
+            ),
+        )
