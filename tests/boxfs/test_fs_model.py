@@ -12,6 +12,7 @@ import errno
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -44,8 +45,8 @@ from boxfs.staging import Staging
 from boxfs.uploader import Uploader
 from store import protocol
 from store.cache import ObjectCache
-from store.ids import NamespaceId
-from store.objects import MAX_FILE_BYTES, MAX_XATTR_VALUE_BYTES, EntryKind, FileEntry
+from store.ids import NamespaceId, TreeId
+from store.objects import MAX_FILE_BYTES, MAX_XATTR_VALUE_BYTES, EntryKind, FileEntry, Tree
 from tests.integration.server_process import ServerProcess
 
 PASSWORD = "fs model test password"  # noqa: S105  (a test account)
@@ -788,5 +789,79 @@ def test_a_listing_starts_with_dot_and_dotdot_which_count_no_lookup(
         # folder keeps the one lookup its mkdir gave it, the root none.
         assert model._node(folder.inode).lookups == 1
         assert model._node(ROOT_INODE).lookups == root_lookups
+
+    run_model(server, tmp_path, test)
+
+
+def test_a_slow_tree_fetch_for_one_change_holds_up_no_other(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename into a folder whose listing is not in memory fetches it (here: a fetch
+    held until the test lets it go, as from a slow server) without the model's lock: a
+    mkdir elsewhere finishes meanwhile, and the rename completes once the listing came."""
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT_S):
+            remote, namespace = await new_account(server.url)
+            async with remote:
+                await commit_symlinks(remote, namespace, [b"far"], 3)
+                async with mounted(remote, namespace, tmp_path) as mount:
+                    model = mount.model
+                    far = await model.lookup(ROOT_INODE, b"far")  # its listing: not fetched
+                    await write_file(model, ROOT_INODE, b"moving", b"content")
+                    fetching, release = trio.Event(), trio.Event()
+                    real_tree = mount.fetcher.tree
+
+                    async def slow_tree(tree_id: TreeId) -> Tree:
+                        fetching.set()
+                        await release.wait()
+                        return await real_tree(tree_id)
+
+                    monkeypatch.setattr(mount.fetcher, "tree", slow_tree)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(model.rename, ROOT_INODE, b"moving", far.inode, b"m", 0)
+                        await fetching.wait()
+                        with trio.fail_after(5):  # held behind the fetch, it would hang
+                            await model.mkdir(ROOT_INODE, b"meanwhile", 0o755)
+                        release.set()
+                    assert b"m" in await names_of(model, far.inode)
+                    assert b"moving" not in await names_of(model, ROOT_INODE)
+                    kinds = [type(op) for op in await mount.pending()]
+                    assert kinds[-2:] == [PendingMkdir, PendingMove]
+
+    trio.run(main)
+
+
+def test_an_fsync_stalled_on_the_disk_holds_up_no_other_change(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync(2) of a written file journals its put under the model's lock and flushes to
+    disk after it: with the disk flush held (a fault-injecting os.fsync), a mkdir and a
+    create finish, and the fsync returns once the flush does, its put journaled."""
+    flushing, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def held_fsync(fd: int) -> None:
+        if not release.is_set():
+            flushing.set()
+            release.wait(TIMEOUT_S)
+        real_fsync(fd)
+
+    async def test(mount: Mount) -> None:
+        model = mount.model
+        fh, attr = await model.create(ROOT_INODE, b"big.bin", 0o644, os.O_WRONLY)
+        await model.write(fh, 0, b"x" * (2 << 20))
+        monkeypatch.setattr(os, "fsync", held_fsync)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(model.fsync, fh, False)
+            await trio.to_thread.run_sync(flushing.wait, TIMEOUT_S)
+            with trio.fail_after(5):  # behind the flush, these would wait for it
+                await model.mkdir(ROOT_INODE, b"during-fsync", 0o755)
+                other = await write_file(model, ROOT_INODE, b"small", b"y")
+            release.set()
+        await model.release(fh)
+        assert other != attr.inode
+        puts = [op for op in await mount.pending() if isinstance(op, PendingPut)]
+        assert [bytes(op.path) for op in puts] == [b"big.bin", b"small"]
 
     run_model(server, tmp_path, test)
