@@ -65,6 +65,13 @@ How each figure is taken:
   of N MiB written and synced, then rewritten in place (``r+``) as one byte followed by
   the old content, closed and synced. Copy: ``cp`` of that file to a new name, synced.
   ``chunks_changed_in_store`` is what the chunker alone says must change (the floor).
+- ``meta_during_fsync``: a file of N MiB (the write size) written on the writer mount and
+  left open, then ``fsync`` on it in a thread while this thread makes empty folders beside
+  it, one ``mkdir`` after the other, until the fsync returns: ``fsync_s`` is the fsync's
+  time, ``meta_during_fsync_max_ms`` / ``_p50_ms`` the slowest and median mkdir meanwhile
+  and ``_ops`` how many finished (a model lock held across the disk flush makes the first
+  mkdir wait for all of it: max about ``fsync_s``, one op). ``meta_idle_p50_ms`` is the
+  same mkdir with nothing else going on.
 - ``*_peak_rss`` / ``*_rss_anon``: the mount processes' VmHWM (includes the LMDB map's
   file pages) and anonymous RSS, from /proc, when their part is done.
 
@@ -85,6 +92,7 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -808,6 +816,49 @@ def bench_uploads(run: Run, home: Path, mnt: Path) -> None:
     emit_uploaded("mount.duplicate_copy", run.watch.since(mark))
 
 
+def mkdir_ms(directory: Path) -> float:
+    started = time.perf_counter()
+    directory.mkdir()
+    return (time.perf_counter() - started) * 1000
+
+
+def bench_fsync_stall(run: Run, mnt: Path) -> None:
+    folder = mnt / "during-fsync"
+    folder.mkdir()
+    idle = [mkdir_ms(folder / f"idle-{number}") for number in range(50)]
+    emit("mount.meta_idle_p50_ms", statistics.median(idle), "ms")
+    data = pseudo_random(run.sizes.write_mib * MIB, b"fsync")
+    fd = os.open(mnt / "fsync-big.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for offset in range(0, len(data), MIB):
+            os.write(fd, data[offset : offset + MIB])
+        done = threading.Event()
+        fsync_s: list[float] = []
+
+        def flush() -> None:
+            started = time.perf_counter()
+            try:
+                os.fsync(fd)
+            finally:
+                fsync_s.append(time.perf_counter() - started)
+                done.set()
+
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        during: list[float] = []
+        while not done.is_set():
+            during.append(mkdir_ms(folder / f"during-{len(during)}"))
+        flusher.join()
+    finally:
+        os.close(fd)
+    emit("mount.fsync_s", fsync_s[0], "s")
+    emit("mount.meta_during_fsync_ops", len(during), "ops")
+    emit("mount.meta_during_fsync_max_ms", max(during, default=0.0), "ms")
+    emit("mount.meta_during_fsync_p50_ms", statistics.median(during) if during else 0.0, "ms")
+    shutil.rmtree(folder)
+    (mnt / "fsync-big.bin").unlink()
+
+
 def bench(run: Run) -> None:
     # Other work on this 2-core machine moves every figure: the run says how busy it was.
     emit("mount.load_average_at_start", os.getloadavg()[0], "load")
@@ -821,6 +872,7 @@ def bench(run: Run) -> None:
     bench_untar(run, home, mnt)
     bench_ls(run, home, mnt)
     bench_uploads(run, home, mnt)
+    bench_fsync_stall(run, mnt)
     run.stop(writer, "writer")
     emit("mount.load_average_at_end", os.getloadavg()[0], "load")
 
