@@ -80,6 +80,7 @@ from typing import Final, ParamSpec, TypeVar
 
 import trio
 
+from boxfs import errno_map
 from boxfs.errors import BoxfsError
 from boxfs.fetcher import Fetcher
 from boxfs.journal import (
@@ -301,12 +302,12 @@ def _check_xattr_namespace(name: bytes) -> None:
         raise FsError(errno.EOPNOTSUPP)
 
 
-def _disk_errno(exc: Exception) -> int:
-    """The errno for a local disk failure: a full disk or quota says so (a staged file's
-    buffered writes go to disk only at the close), anything else is EIO."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return exc.errno
-    return errno.EIO
+def _failed(exc: BaseException, doing: str, subject: object) -> FsError:
+    """``exc`` as the error a request answers (``boxfs.errno_map``: offline is ENOTCONN, a
+    full disk ENOSPC, ...), logged unless it is a condition of the world."""
+    if not errno_map.expected(exc):
+        _log.error("%s %r: %s", doing, subject, exc)
+    return FsError(errno_map.errno_for(exc))
 
 
 def _check_size(size: int) -> None:
@@ -603,14 +604,8 @@ class FileSystemModel:
     async def _fetch_listing(self, node: _Node, tree_id: TreeId) -> Tree:
         try:
             return await self._fetcher.tree(tree_id)
-        except IntegrityError as exc:
-            _log.error("directory %r fails verification: %s", node.name, exc)
-            raise FsError(errno.EIO) from exc
-        except protocol.UnavailableError as exc:
-            raise FsError(errno.EIO) from exc
         except (StoreError, protocol.ProtocolError) as exc:
-            _log.error("cannot fetch directory %r: %s", node.name, exc)
-            raise FsError(errno.EIO) from exc
+            raise _failed(exc, "cannot list the directory", node.name) from exc
 
     async def _refresh_versions(self) -> None:
         """(Re)list the retained commits as ``.versions`` entries (names are stable)."""
@@ -625,13 +620,10 @@ class FileSystemModel:
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
-        except protocol.UnavailableError as exc:
-            if self._versions.children is not None:
-                return  # offline: keep the list we have
-            raise FsError(errno.EIO) from exc
         except (StoreError, protocol.ProtocolError) as exc:
-            _log.error("cannot list versions: %s", exc)
-            raise FsError(errno.EIO) from exc
+            if isinstance(exc, protocol.UnavailableError) and self._versions.children is not None:
+                return  # offline: keep the list we have
+            raise _failed(exc, "cannot list the versions in", VERSIONS_NAME) from exc
         self._versions_stale = False
         commits.reverse()  # oldest first
         names = version_names([info.time_ns for info in commits])
@@ -728,8 +720,7 @@ class FileSystemModel:
         except FormatError as exc:
             raise FsError(errno.EINVAL, str(exc)) from exc
         except (JournalError, OSError) as exc:
-            _log.error("cannot journal %s: %s", [type(op).__name__ for op in ops], exc)
-            raise FsError(_disk_errno(exc)) from exc
+            raise _failed(exc, "cannot journal", [type(op).__name__ for op in ops]) from exc
         self._uploader.nudge()
         return seqs
 
@@ -1579,15 +1570,10 @@ class FileSystemModel:
             return b""
         try:
             return await self._fetcher.read(node.entry, offset, size)
-        except IntegrityError as exc:
-            _log.error("file %r is broken: %s", node.name, exc)
-            node.broken = True
-            raise FsError(errno.EIO) from exc
-        except protocol.UnavailableError as exc:
-            raise FsError(errno.EIO) from exc
         except (StoreError, protocol.ProtocolError) as exc:
-            _log.error("cannot read %r: %s", node.name, exc)
-            raise FsError(errno.EIO) from exc
+            if isinstance(exc, IntegrityError):
+                node.broken = True  # the rest of the drive stays readable
+            raise _failed(exc, "cannot read", node.name) from exc
 
     async def _read_local(self, node: _Node, offset: int, size: int) -> bytes | None:
         """Read the node's staged content; ``None`` once it has none (a sync from another
@@ -1636,7 +1622,7 @@ class FileSystemModel:
             if isinstance(exc, IntegrityError):
                 node.broken = True
             if isinstance(exc, StoreError | protocol.ProtocolError | OSError):
-                raise FsError(errno.EIO) from exc
+                raise _failed(exc, "cannot copy the content of", node.name) from exc
             raise
         theirs = _stage_of(node)
         if theirs is not None:  # another task copied it meanwhile: use theirs
@@ -1728,8 +1714,7 @@ class FileSystemModel:
             try:
                 await self._thread(self._sync_journaled, node.staged)
             except (JournalError, StagingError, OSError) as exc:
-                _log.error("cannot make %r durable: %s", node.name, exc)
-                raise FsError(_disk_errno(exc)) from exc
+                raise _failed(exc, "cannot make durable", node.name) from exc
 
     def _sync_journaled(self, staged: str) -> None:
         """The staged file's content and the journal up to its put, made durable. A staged
@@ -1764,8 +1749,7 @@ class FileSystemModel:
             try:
                 await self._thread(self._sync_journaled, journaled)
             except (JournalError, StagingError, OSError) as exc:
-                _log.error("cannot fsync the staged content of %r: %s", node.name, exc)
-                raise FsError(_disk_errno(exc)) from exc
+                raise _failed(exc, "cannot fsync the staged content of", node.name) from exc
         return journaled is not None
 
     async def _freeze(self, node: _Node) -> str | None:

@@ -6,7 +6,7 @@ or deleted name is gone on B the moment the change arrives, not after the kernel
 timeout, because the notifier invalidates it); a descriptor held open on B reads the new
 content; edits of one text file made on both devices while the server was down merge (in
 different places) or leave a conflicted copy (the same place) on both, nothing lost; with
-the server stopped, cached files stay readable, an uncached read fails with EIO in bounded
+the server stopped, cached files stay readable, an uncached read fails with ENOTCONN in bounded
 time, creates/renames/deletes keep working and wait in the journal (``boxfs status`` says
 "offline, N pending"), and once the server is back both devices converge (``diff -r``);
 ``boxfs unmount --no-wait`` leaves what is pending in the journal for the next mount; a
@@ -280,7 +280,7 @@ def test_offline_reads_cached_files_queues_changes_and_converges(
         started = time.monotonic()
         with pytest.raises(OSError) as failure:
             (on_b / "uncached.bin").read_bytes()
-        assert failure.value.errno == errno.EIO
+        assert failure.value.errno == errno.ENOTCONN  # the server, not the data, is missing
         assert time.monotonic() - started < OFFLINE_READ_LIMIT_S
 
         # A: changes keep working and wait in the journal.
