@@ -1,6 +1,6 @@
 """The one table from the client's exceptions to the errno a filesystem request answers.
 
-The filesystem model (``boxfs.fs_model``) raises ``FsError(errno)`` for its own POSIX rules
+The filesystem model (``boxfs.view``) raises ``FsError(errno)`` for its own POSIX rules
 (ENOENT, EEXIST, ENOTEMPTY, ...). Every other failure that reaches a request (the server,
 the cache, the journal, a staged file on the local disk) is translated here, once, by the
 first row its exception is an instance of:

@@ -1,6 +1,6 @@
 """The pyfuse3 adapter: kernel requests in, filesystem-model calls out, nothing else.
 
-Owns the translation between pyfuse3 and ``boxfs.fs_model.FileSystemModel``: each handler
+Owns the translation between pyfuse3 and ``boxfs.view.FileSystemModel``: each handler
 calls the one model method that does the work, turns the model's ``Attr`` / ``StatFs`` into
 pyfuse3's ``EntryAttributes`` / ``StatvfsData``, and turns ``FsError(errno)`` into
 ``pyfuse3.FUSEError(errno)``. Any other exception is a bug: it is logged with its traceback
@@ -33,7 +33,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import pyfuse3  # noqa: TID251  (this is the adapter: the one module allowed)
 
-from boxfs.fs_model import Attr, FileSystemModel, FsError, StatFs
+from boxfs.view import Attr, FileSystemModel, FsError, StatFs
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ Owns the root trio nursery of a mount and the order of its life:
    closed (unmounting if still mounted), and the journal, cache and HTTP client closed.
 
 Must not: import pyfuse3 (``boxfs.fuse_ops`` wraps what is needed), hold filesystem logic
-(that is ``boxfs.fs_model``), or end the process on a failing background task (the uploader
+(that is ``boxfs.view``), or end the process on a failing background task (the uploader
 and fetcher never let failures escape ``run``).
 
 Who calls it: ``python -m boxfs.mount`` (what ``boxfs mount`` starts, detached, for a
@@ -57,7 +57,6 @@ import trio
 from boxfs import fuse_ops
 from boxfs.errors import BoxfsError, UsageError
 from boxfs.fetcher import Fetcher
-from boxfs.fs_model import FileSystemModel
 from boxfs.home import Home, Session
 from boxfs.journal import Journal
 from boxfs.notifier import Notifier
@@ -66,6 +65,7 @@ from boxfs.stage_pool import StagePool
 from boxfs.staging import Staging
 from boxfs.syncer import Syncer
 from boxfs.uploader import Uploader
+from boxfs.view import FileSystemModel
 from store import protocol
 from store.cache import ObjectCache
 from store.errors import StoreError

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import trio
 
-from boxfs.fs_model import FileSystemModel
+from boxfs.view import FileSystemModel
 
 _log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from typing import Final
 
 import trio
 
-from boxfs.fs_model import FileSystemModel, FsError, SyncError
 from boxfs.remote import Remote
+from boxfs.view import FileSystemModel, FsError, SyncError
 from store import protocol
 from store.errors import StoreError
 from store.ids import CommitId, NamespaceId

@@ -23,14 +23,6 @@ import pytest
 import trio
 
 from boxfs.fetcher import Fetcher
-from boxfs.fs_model import (
-    RENAME_NOREPLACE,
-    ROOT_INODE,
-    VERSIONS_NAME,
-    FileSystemModel,
-    FsError,
-    version_names,
-)
 from boxfs.journal import (
     Journal,
     PendingDelete,
@@ -43,6 +35,14 @@ from boxfs.journal import (
 from boxfs.remote import Remote
 from boxfs.staging import Staging
 from boxfs.uploader import Uploader
+from boxfs.view import (
+    RENAME_NOREPLACE,
+    ROOT_INODE,
+    VERSIONS_NAME,
+    FileSystemModel,
+    FsError,
+    version_names,
+)
 from store import protocol
 from store.cache import ObjectCache
 from store.ids import NamespaceId, TreeId

@@ -14,8 +14,8 @@ import pyfuse3  # noqa: TID251  (the adapter's own test needs FUSEError and its 
 import pytest
 import trio
 
-from boxfs.fs_model import ROOT_INODE, Attr, FileSystemModel, FsError, StatFs
 from boxfs.fuse_ops import BLOCK_SIZE, BoxfsOperations, mount_options
+from boxfs.view import ROOT_INODE, Attr, FileSystemModel, FsError, StatFs
 
 CTX = cast(pyfuse3.RequestContext, None)  # the adapter reads nothing from it
 

@@ -17,8 +17,8 @@ import blake3
 import pytest
 import trio
 
-from boxfs.fs_model import ROOT_INODE, VERSIONS_NAME, FileSystemModel, FsError
 from boxfs.remote import Remote
+from boxfs.view import ROOT_INODE, VERSIONS_NAME, FileSystemModel, FsError
 from store.ids import NamespaceId
 from tests.boxfs.test_fs_model import PASSWORD, fails, mounted, names_of, read_all, write_file
 from tests.integration.drive_api import head_entries

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import trio
 
-from boxfs.fs_model import ROOT_INODE, FileSystemModel, FsError, Invalidation
 from boxfs.remote import Remote
 from boxfs.syncer import Syncer
+from boxfs.view import ROOT_INODE, FileSystemModel, FsError, Invalidation
 from tests.boxfs.test_fs_model import (
     PASSWORD,
     Mount,

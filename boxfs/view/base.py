@@ -1,0 +1,476 @@
+"""The view's base layer: the inode table, listings, the model lock, the journal append.
+
+Owns the namespace root and ``/.versions`` nodes, the table of inodes the kernel knows
+(numbers handed out on first lookup, never reused; ``lookup``/``forget`` counts; a
+forgotten, unchanged directory drops its listing so memory follows what the kernel holds),
+directory listings fetched lazily through the ``Fetcher``, the lock every metadata change
+holds (``_change``: checks, journal append, overlay update; a listing that must be fetched
+is fetched with the lock free, see ``docs/concurrency.md``), and the queue of kernel
+invalidations the notifier drains.
+
+Must not: talk to the server except through the ``Fetcher`` and ``Remote.log``
+(``.versions``), block the loop (SQLite and staged-file I/O go through ``_thread``), or
+hold anything proportional to a file's size. Called by the layers above it and, through
+``FileSystemModel``, by the FUSE adapter's handlers, on the mount's one trio loop.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Awaitable, Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+import trio
+
+from boxfs.fetcher import Fetcher
+from boxfs.journal import FileAttrs, Journal, JournalError, PendingDelete, PendingOp
+from boxfs.remote import Remote
+from boxfs.stage_pool import StagePool
+from boxfs.staging import MemoryBudget, StagedFile, Staging
+from boxfs.uploader import Uploader
+from boxfs.view.nodes import (
+    DIR_SIZE,
+    ROOT_INODE,
+    STAGED_MEMORY_BYTES,
+    TYPE_BITS,
+    VERSIONS_NAME,
+    Attr,
+    DirHandle,
+    FileHandle,
+    FsError,
+    Invalidation,
+    ListingNeeded,
+    Node,
+    check_name,
+    failed,
+    now_ns,
+)
+from boxfs.view.versions import version_names
+from store import protocol
+from store.errors import FormatError, StoreError
+from store.ids import CommitId, NamespaceId, TreeId
+from store.objects import EMPTY_TREE, EntryKind, FileEntry, Tree
+from store.protocol import DrivePath
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+class ViewBase:
+    """Inodes, listings, the lock and the journal append of one namespace's view."""
+
+    def __init__(
+        self,
+        *,
+        namespace_id: NamespaceId,
+        remote: Remote,
+        fetcher: Fetcher,
+        journal: Journal,
+        staging: Staging,
+        uploader: Uploader,
+        limiter: trio.CapacityLimiter,
+        uid: int,
+        gid: int,
+        preserve_ownership: bool = False,
+        stage_pool: StagePool | None = None,
+    ) -> None:
+        self._namespace_id = namespace_id
+        self._stage_pool = stage_pool
+        self._memory_budget = MemoryBudget(STAGED_MEMORY_BYTES)
+        self._remote = remote
+        self._fetcher = fetcher
+        self._journal = journal
+        self._staging = staging
+        self._uploader = uploader
+        self._limiter = limiter
+        self._uid = uid
+        self._gid = gid
+        self._preserve = preserve_ownership
+        self._lock = trio.Lock()
+        now = now_ns()
+        self._root = Node(
+            kind=EntryKind.DIR, name=b"", parent=None, mode=0o755, uid=uid, gid=gid, size=0,
+            mtime_ns=now, ctime_ns=now, tree_id=EMPTY_TREE.id, remote=True,
+        )  # fmt: skip
+        self._versions = Node(
+            kind=EntryKind.DIR, name=VERSIONS_NAME, parent=self._root, mode=0o555, uid=uid,
+            gid=gid, size=0, mtime_ns=now, ctime_ns=now, readonly=True, versions_root=True,
+        )  # fmt: skip
+        self._root.inode = ROOT_INODE
+        self._next_inode = ROOT_INODE + 1
+        self._inodes: dict[int, Node] = {ROOT_INODE: self._root}
+        self._next_fh = 1
+        self._files: dict[int, FileHandle] = {}
+        self._dirs: dict[int, DirHandle] = {}
+        self._invalidations: list[Invalidation] = []
+        self._invalidations_ready = trio.Event()
+        self._head: CommitId | None = None
+        self._head_sequence = -1  # the sequence of ``_head``
+        self._floor_sequence = -1  # no head older than this is shown (``raise_floor``)
+        self._deferred: set[tuple[bytes, ...]] = set()
+        self._versions_stale = False
+
+    async def _thread(self, function: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
+        def call() -> _T:
+            return function(*args, **kw)
+
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def _new_stage(self) -> StagedFile:
+        """A new empty staged file, pinned: a ready one from the pool if it has one (no
+        thread hop), else made now."""
+        stage = self._stage_pool.take() if self._stage_pool is not None else None
+        if stage is None:
+            stage = await self._thread(self._staging.new)
+        self._staging.pin(stage.name)
+        return stage
+
+    def _ino(self, node: Node) -> int:
+        if not node.inode:
+            node.inode = self._next_inode
+            self._next_inode += 1
+        self._inodes[node.inode] = node
+        return node.inode
+
+    def _node(self, inode: int) -> Node:
+        node = self._inodes.get(inode)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    def _attr(self, node: Node) -> Attr:
+        inode = self._ino(node)
+        mode = node.mode & ~0o222 if node.readonly else node.mode
+        if node.kind is EntryKind.DIR:
+            size = DIR_SIZE
+        elif node.kind is EntryKind.SYMLINK:
+            size = len(node.target)
+        else:
+            size = node.size
+        uid, gid = (node.uid, node.gid) if self._preserve else (self._uid, self._gid)
+        return Attr(
+            inode=inode, mode=TYPE_BITS[node.kind] | mode,
+            nlink=2 if node.kind is EntryKind.DIR else (0 if node.detached else 1),
+            uid=uid, gid=gid, size=size, rdev=node.rdev, atime_ns=node.mtime_ns,
+            mtime_ns=node.mtime_ns, ctime_ns=node.ctime_ns, blocks=(size + 511) // 512,
+        )  # fmt: skip
+
+    def _path(self, node: Node) -> DrivePath:
+        names: list[bytes] = []
+        current: Node | None = node
+        while current is not None and current.parent is not None:
+            names.append(current.name)
+            current = current.parent
+        try:
+            return DrivePath(reversed(names))
+        except (FormatError, protocol.ProtocolError) as exc:
+            raise FsError(errno.ENAMETOOLONG) from exc
+
+    def _child_path(self, directory: Node, name: bytes) -> DrivePath:
+        if directory.parent is None:
+            return DrivePath([name])
+        try:
+            return self._path(directory).child(name)
+        except (FormatError, protocol.ProtocolError) as exc:
+            raise FsError(errno.ENAMETOOLONG) from exc
+
+    def _node_from_entry(self, entry: FileEntry, parent: Node) -> Node:
+        return Node(
+            kind=entry.kind, name=entry.name, parent=parent, mode=entry.mode, uid=entry.uid,
+            gid=entry.gid, size=entry.size, mtime_ns=entry.mtime_ns, ctime_ns=entry.mtime_ns,
+            xattrs=entry.xattrs, target=entry.target,
+            entry=entry if entry.kind is EntryKind.FILE else None, tree_id=entry.tree_id,
+            readonly=parent.readonly, remote=not parent.readonly, base=entry.content_hash,
+        )  # fmt: skip
+
+    async def _children(self, node: Node) -> dict[bytes, Node]:
+        """A directory's entries, fetching its tree the first time."""
+        if node.kind is not EntryKind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if node.versions_root and (node.children is None or self._versions_stale):
+            await self._refresh_versions()
+        while node.children is None:
+            tree_id = node.tree_id
+            assert tree_id is not None
+            tree = await self._fetch_listing(node, tree_id)
+            # Materialize only if nobody did meanwhile and a sync did not move the
+            # directory to a newer tree while this one travelled (then fetch that one).
+            if node.children is None and node.tree_id == tree_id:
+                node.children = {
+                    entry.name: self._node_from_entry(entry, node)
+                    for entry in tree
+                    if not (node is self._root and entry.name == VERSIONS_NAME)
+                }
+        return node.children
+
+    async def _fetch_listing(self, node: Node, tree_id: TreeId) -> Tree:
+        try:
+            return await self._fetcher.tree(tree_id)
+        except (StoreError, protocol.ProtocolError) as exc:
+            raise failed(exc, "cannot list the directory", node.name) from exc
+
+    async def _refresh_versions(self) -> None:
+        """(Re)list the retained commits as ``.versions`` entries (names are stable)."""
+        commits: list[protocol.CommitInfo] = []
+        cursor: str | None = None
+        try:
+            while True:
+                page = await self._remote.log(
+                    self._namespace_id, cursor=cursor, limit=protocol.MAX_PAGE_SIZE
+                )
+                commits.extend(page.commits)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        except (StoreError, protocol.ProtocolError) as exc:
+            if isinstance(exc, protocol.UnavailableError) and self._versions.children is not None:
+                return  # offline: keep the list we have
+            raise failed(exc, "cannot list the versions in", VERSIONS_NAME) from exc
+        self._versions_stale = False
+        commits.reverse()  # oldest first
+        names = version_names([info.time_ns for info in commits])
+        old = self._versions.children or {}
+        fresh: dict[bytes, Node] = {}
+        for info, text in reversed(list(zip(commits, names, strict=True))):
+            name = text.encode()
+            node = old.get(name)
+            if node is None or node.tree_id != info.root:
+                node = Node(
+                    kind=EntryKind.DIR, name=name, parent=self._versions, mode=0o555,
+                    uid=self._uid, gid=self._gid, size=0, mtime_ns=info.time_ns,
+                    ctime_ns=info.time_ns, tree_id=info.root, readonly=True,
+                )  # fmt: skip
+            fresh[name] = node
+        self._versions.children = fresh
+
+    def _listed(self, node: Node) -> dict[bytes, Node]:
+        """A directory's listing for a change under ``_lock``: never fetched there. One not
+        in memory raises ``ListingNeeded``, and ``_change`` fetches it with the lock
+        released, then runs the change again from its checks."""
+        if node.kind is not EntryKind.DIR:
+            raise FsError(errno.ENOTDIR)
+        if node.children is None:
+            raise ListingNeeded(node)
+        return node.children
+
+    def _listed_child(self, parent: Node, name: bytes) -> Node:
+        """``_child`` under ``_lock``, for a writable directory (not inside ``.versions``)."""
+        check_name(name)
+        if parent is self._root and name == VERSIONS_NAME:
+            return self._versions  # the caller's writability check refuses it
+        node = self._listed(parent).get(name)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    async def _change(self, change: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a metadata change under ``_lock``, which orders overlay and journal alike.
+        The change reads listings with ``_listed`` only, and does all of its checks before
+        its first append or overlay update, so a listing that must be fetched (the network,
+        perhaps a slow or offline server) is fetched with the lock free, and the change
+        starts over: no other request waits on that fetch."""
+        while True:
+            try:
+                async with self._lock:
+                    return await change()
+            except ListingNeeded as needed:
+                await self._children(needed.node)
+
+    async def _child(self, parent: Node, name: bytes) -> Node:
+        check_name(name)
+        if parent is self._root and name == VERSIONS_NAME:
+            return self._versions
+        node = (await self._children(parent)).get(name)
+        if node is None and parent.versions_root:  # perhaps a commit made since the listing
+            await self._refresh_versions()
+            node = (await self._children(parent)).get(name)
+        if node is None:
+            raise FsError(errno.ENOENT)
+        return node
+
+    def _check_writable(self, node: Node) -> None:
+        if node.readonly or node.versions_root:
+            raise FsError(errno.EROFS)
+
+    def _writable_dir(self, inode: int) -> Node:
+        node = self._node(inode)
+        self._check_writable(node)
+        if node.kind is not EntryKind.DIR:
+            raise FsError(errno.ENOTDIR)
+        ancestor: Node | None = node
+        while ancestor is not None:  # under a removed directory nothing can be made
+            if ancestor.detached:
+                raise FsError(errno.ENOENT)
+            ancestor = ancestor.parent
+        return node
+
+    async def _append(
+        self, *ops: PendingOp, power_safe: bool = False, spill: StagedFile | None = None
+    ) -> list[int]:
+        """Journal ``ops``: they survive the mount being killed once this returns, and a
+        power cut only with ``power_safe`` (what fsync(2) promises; metadata changes, like
+        a local filesystem's, are made durable by a later fsync). ``spill``: the staged
+        file a put names, written out first, in the same worker-thread call."""
+
+        def append() -> list[int]:
+            if spill is not None:
+                spill.spill()
+            return self._journal.append_many(self._namespace_id, ops, power_safe=power_safe)
+
+        try:
+            seqs = await self._thread(append)
+        except FormatError as exc:
+            raise FsError(errno.EINVAL, str(exc)) from exc
+        except (JournalError, OSError) as exc:
+            raise failed(exc, "cannot journal", [type(op).__name__ for op in ops]) from exc
+        self._uploader.nudge()
+        return seqs
+
+    def _file_attrs(self, node: Node) -> FileAttrs:
+        return FileAttrs(
+            mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns, xattrs=node.xattrs
+        )
+
+    def _new_node(self, parent: Node, name: bytes, kind: EntryKind, mode: int) -> Node:
+        now = now_ns()
+        return Node(
+            kind=kind, name=name, parent=parent, mode=mode & 0o7777, uid=self._uid,
+            gid=self._gid, size=0, mtime_ns=now, ctime_ns=now,
+            children={} if kind is EntryKind.DIR else None, changed=True,
+        )  # fmt: skip
+
+    def _free_name(self, parent: Node, name: bytes) -> dict[bytes, Node]:
+        """The listing ``name`` is free in (under ``_lock``, see ``_listed``)."""
+        check_name(name)
+        if parent is self._root and name == VERSIONS_NAME:
+            raise FsError(errno.EEXIST)
+        children = self._listed(parent)
+        if parent.detached:  # removed while this request waited for the lock
+            raise FsError(errno.ENOENT)
+        if name in children:
+            raise FsError(errno.EEXIST)
+        return children
+
+    def _journals_attrs(self, node: Node) -> bool:
+        """Whether an attribute change needs its own setattr entry: not for the root (no
+        entry stores it: the change stays in memory), a path the server does not know yet,
+        or a file whose coming put carries the attributes."""
+        if node is self._root or not node.remote or node.detached:
+            return False
+        return not (node.dirty and node.writers)
+
+    def _touch(self, node: Node) -> None:
+        node.mtime_ns = node.ctime_ns = now_ns()
+        node.changed = True
+
+    async def wait_invalidations(self) -> list[Invalidation]:
+        """Wait for, and take, what the notifier must tell the kernel."""
+        while not self._invalidations:
+            await self._invalidations_ready.wait()
+            self._invalidations_ready = trio.Event()
+        return self.take_invalidations()
+
+    def _queue_invalidation(
+        self, node: Node, name: bytes | None = None, *, data: bool = False
+    ) -> None:
+        """Queue what the kernel may hold about ``node`` (or the name ``name`` in it), if
+        the kernel knows its inode."""
+        if not node.inode or self._inodes.get(node.inode) is not node:
+            return
+        self._invalidations.append(Invalidation(node.inode, name, data=data))
+
+    def _flush_invalidations(self) -> None:
+        if self._invalidations:
+            self._invalidations_ready.set()
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        node = await self._child(self._node(parent), name)
+        node.lookups += 1
+        return self._attr(node)
+
+    def forget(self, inode: int, nlookup: int) -> None:
+        node = self._inodes.get(inode)
+        if node is None or inode == ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - nlookup)
+        self._maybe_drop(node)
+        if node.lookups or node.handles:
+            return
+        # The kernel no longer knows the number: out of the table until the next lookup
+        # (a node keeps its number for life, and numbers are never reused).
+        self._inodes.pop(inode, None)
+        if node.children is not None and self._collapsible(node):
+            self._collapse(node)
+
+    def _collapsible(self, node: Node) -> bool:
+        """Whether a materialized directory is exactly its committed tree, with nothing in
+        it the kernel knows or has open: then its listing can go and be fetched again."""
+        if node.changed or node.handles or node.tree_id is None or node.versions_root:
+            return False
+        for child in (node.children or {}).values():
+            if child.lookups or child.handles or child.changed:
+                return False
+            if child.children is not None and not self._collapsible(child):
+                return False
+        return True
+
+    def _collapse(self, node: Node) -> None:
+        """Drop a collapsible directory's listing (memory stays bounded by what the kernel
+        holds); its children's inode numbers are retired, never reused."""
+        for child in (node.children or {}).values():
+            if child.children is not None:
+                self._collapse(child)
+            if child.inode:
+                self._inodes.pop(child.inode, None)
+        node.children = None
+
+    def _maybe_drop(self, node: Node) -> None:
+        """A detached node: its content goes with its last handle, its inode with the
+        kernel's last reference (the number is never reused)."""
+        if node.handles or not node.detached:
+            return
+        self._drop_content(node)
+        if not node.lookups and node.inode:
+            self._inodes.pop(node.inode, None)
+
+    def _drop_content(self, node: Node) -> None:
+        if node.handles:
+            return
+        if node.reader is not None:
+            node.reader.close()
+            node.reader = None
+        if node.stage is not None:
+            name = node.stage.name
+            node.stage.close()
+            node.stage = None
+            self._staging.remove(name)  # never journaled: nobody else needs it
+        if node.staged is not None:
+            self._staging.unpin(node.staged)
+            node.staged = None
+
+    async def getattr(self, inode: int) -> Attr:
+        return self._attr(self._node(inode))
+
+    def _delete_op(self, node: Node) -> PendingDelete:
+        return PendingDelete(self._path(node), base=node.base, base_seq=node.base_seq)
+
+    def _detach(self, node: Node) -> None:
+        """Take ``node`` out of its directory; open handles keep working."""
+        assert node.parent is not None and node.parent.children is not None
+        del node.parent.children[node.name]
+        node.parent.changed = True
+        node.detached = True
+        node.ctime_ns = now_ns()
+        self._maybe_drop(node)
+
+    def take_invalidations(self) -> list[Invalidation]:
+        """What the notifier task should tell the kernel, oldest first."""
+        taken, self._invalidations = self._invalidations, []
+        return taken
+
+    def inode_count(self) -> int:
+        """How many inodes the table holds (the kernel may know them)."""
+        return len(self._inodes)
+
+    def iter_open_handles(self) -> Iterator[int]:
+        return iter(list(self._files))

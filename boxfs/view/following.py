@@ -1,0 +1,371 @@
+"""Following the server: a new head of the namespace applied to the view in place.
+
+``apply_head`` (called by ``boxfs.syncer``) diffs the new head's trees against the listed
+part of the view, first fetching the changed trees without the model lock, then, under
+it, changes what differs in place (a file keeps its inode, so an open descriptor reads the
+new content) and queues ``Invalidation``s for the notifier. Names with unconfirmed journal
+entries, and files open for writing, are left to the local change and looked at again by
+``recheck``. The head the view shows is remembered in the journal, so a start works offline
+from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from boxfs.journal import JournalError, ViewHead
+from boxfs.view.content import FileContent
+from boxfs.view.nodes import VERSIONS_NAME, Node, SyncError, listing_of, now_ns
+from store import protocol
+from store.errors import NotFoundError, StoreError
+from store.ids import CommitId, ContentHash, TreeId
+from store.objects import EntryKind, FileEntry, Tree, decode_commit
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unconfirmed:
+    """The paths (as name tuples) journal entries name, and every directory above them."""
+
+    exact: frozenset[tuple[bytes, ...]]
+    ancestors: frozenset[tuple[bytes, ...]]
+
+    @classmethod
+    def of(cls, paths: Iterable[tuple[bytes, ...]]) -> _Unconfirmed:
+        exact = frozenset(paths)
+        ancestors = frozenset(path[:end] for path in exact for end in range(1, len(path)))
+        return cls(exact, ancestors)
+
+
+def _busy(node: Node) -> bool:
+    """Open for writing, or holding written bytes not journaled yet: the syncer keeps off."""
+    return bool(node.writers) or node.stage is not None
+
+
+def _held_locally(
+    child: Node | None,
+    entry: FileEntry | None,
+    path: tuple[bytes, ...],
+    unconfirmed: _Unconfirmed,
+) -> bool:
+    """Whether a local change keeps the server's ``entry`` off this name for now: a journal
+    entry names it, the file is being written, or (for a removal or a change of kind)
+    unconfirmed changes lie below it (a directory can still be synced into)."""
+    if path in unconfirmed.exact or (child is not None and _busy(child)):
+        return True
+    if child is None:
+        return False
+    if child.kind is EntryKind.DIR and entry is not None and entry.kind is EntryKind.DIR:
+        return False  # a directory both sides have is synced into, never replaced
+    # Removed or replaced remotely: not while a change below it is unconfirmed, or a file
+    # below it is being written (not journaled yet, so only the view knows it).
+    return path in unconfirmed.ancestors or _busy_below(child)
+
+
+def _busy_below(node: Node) -> bool:
+    """Whether a listed descendant of ``node`` is open for writing or holds unjournaled
+    bytes (memory follows what the view lists, so the walk is bounded by it)."""
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        for child in (current.children or {}).values():
+            if _busy(child):
+                return True
+            if child.children is not None:
+                pending.append(child)
+    return False
+
+
+def _adopt_attrs(node: Node, entry: FileEntry) -> bool:
+    """Take the server entry's attributes; whether any differed."""
+    before = (node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size)
+    after = (entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.xattrs, entry.size)
+    if before == after:
+        return False
+    node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size = after
+    node.ctime_ns = now_ns()
+    return True
+
+
+class FollowingServer(FileContent):
+    """Applying the server's new heads to the view, above file content."""
+
+    @property
+    def head(self) -> CommitId | None:
+        """The commit the view shows (``None``: the namespace had no commit yet)."""
+        return self._head
+
+    @property
+    def deferred_count(self) -> int:
+        """Names the last sync left alone (local changes the server has not confirmed)."""
+        return len(self._deferred)
+
+    def raise_floor(self, sequence: int) -> None:
+        """A batch of this device was answered with the head at ``sequence``: from now on
+        no older head is shown, and nothing is rechecked against one (both would take away
+        what the batch confirmed, as its entries leave the journal). Call it on the loop
+        before the batch is completed in the journal."""
+        self._floor_sequence = max(self._floor_sequence, sequence)
+
+    async def apply_head(self, commit_id: CommitId, sequence: int) -> None:
+        """Show the namespace as of ``commit_id`` (a newer head): diff its trees against the
+        view, directory by directory where the view has listed them (an unchanged subtree
+        is skipped by id), change what differs, and queue the kernel invalidations.
+
+        What this device changed and the server has not confirmed wins: a name with a
+        journal entry, or a file open for writing, is left as it is and remembered
+        (``recheck`` looks again once the server has answered, and shows what it made of
+        the change: the same content, a merge, or the other version with a conflicted copy
+        beside it). Trees are fetched before taking the lock, so requests wait only for the
+        changes themselves."""
+        if commit_id == self._head or sequence < self._floor_sequence:
+            return
+        raw = (await self._remote.commits(self._namespace_id, [commit_id])).get(commit_id)
+        if raw is None:
+            raise NotFoundError("head commit", str(commit_id))
+        commit = await self._thread(decode_commit, raw, commit_id)
+        await self._prefetch_trees(self._root, commit.root)
+        async with self._lock:
+            unconfirmed = await self._unconfirmed()
+            if sequence < self._floor_sequence:
+                # A batch was answered with a newer head while this one travelled; its
+                # entries may be gone from ``unconfirmed`` already: show that head instead.
+                return
+            await self._sync_dir(self._root, commit.root, (), unconfirmed)
+            self._root.mtime_ns = self._root.ctime_ns = commit.time_ns
+            self._head, self._head_sequence = commit_id, sequence
+            self._versions_stale = True
+            self._queue_invalidation(self._root)
+            _log.debug(
+                "showing head %s: %d invalidations queued, %d names left to local changes",
+                commit_id, len(self._invalidations), len(self._deferred),
+            )  # fmt: skip
+        await self._remember_head(ViewHead(commit_id, commit.root, commit.time_ns))
+        self._flush_invalidations()
+
+    async def recheck(self) -> None:
+        """Look again at the names an earlier sync left alone whose local change is now
+        settled (answered by the server, or the file closed). Names still named by the
+        journal stay aside without any work; the rest are looked up directory by
+        directory (one tree and one journal read each), so a burst of thousands of
+        pending creates costs little per answered batch."""
+        if not self._deferred or self._head_sequence < self._floor_sequence:
+            return  # the newer head is on its way: recheck against it
+        async with self._lock:
+            unconfirmed = await self._unconfirmed()
+            if self._head_sequence < self._floor_sequence:
+                return
+            settled = [path for path in self._deferred if path not in unconfirmed.exact]
+            self._deferred.difference_update(settled)
+            by_directory: dict[tuple[bytes, ...], list[bytes]] = {}
+            for path in settled:
+                by_directory.setdefault(path[:-1], []).append(path[-1])
+            try:
+                for directory_path in sorted(by_directory, key=len):  # parents first
+                    names = by_directory[directory_path]
+                    await self._recheck_names(directory_path, names, unconfirmed)
+            except BaseException:
+                self._deferred.update(settled)  # a failed round: all of them again next time
+                raise
+        self._flush_invalidations()
+
+    async def _recheck_names(
+        self, path: tuple[bytes, ...], names: list[bytes], unconfirmed: _Unconfirmed
+    ) -> None:
+        """Sync ``names`` of the directory at ``path`` to the head the view shows. Their
+        entries come from that head's tree for ``path`` (walked down from the root), not
+        from the directory's own ``tree_id``: a directory held back by a later sync still
+        names the older tree, which lacks what was confirmed since."""
+        if any(path[:end] in self._deferred for end in range(1, len(path) + 1)):
+            # The directory (or one above it) is still held back: so are its names.
+            self._deferred.update((*path, name) for name in names)
+            return
+        directory = self._listed_dir(path)
+        if directory is None:
+            return  # gone, or not listed: nothing shown to correct
+        server_tree = await self._server_tree(path)
+        children = listing_of(directory)
+        if children is None:
+            return  # dropped by a forget meanwhile: fetched anew when looked up
+        entries = {} if server_tree is None else {entry.name: entry for entry in server_tree}
+        own = await self._own_put_hashes(children[name] for name in names if name in children)
+        for name in sorted(names):
+            entry = entries.get(name)
+            await self._sync_name(directory, name, entry, (*path, name), unconfirmed, own=own)
+
+    async def _server_tree(self, path: tuple[bytes, ...]) -> Tree | None:
+        """The tree at ``path`` in the head the view shows (``None``: no directory there)."""
+        tree_id = self._root.tree_id
+        assert tree_id is not None
+        tree = await self._tree(tree_id)
+        for name in path:
+            entry = tree.get(name)
+            if entry is None or entry.kind is not EntryKind.DIR or entry.tree_id is None:
+                return None
+            tree = await self._tree(entry.tree_id)
+        return tree
+
+    async def _unconfirmed(self) -> _Unconfirmed:
+        paths = await self._thread(self._journal.unconfirmed_paths, self._namespace_id)
+        return _Unconfirmed.of(path.components for path in paths)
+
+    async def _remember_head(self, head: ViewHead) -> None:
+        try:
+            await self._thread(self._journal.save_view_head, self._namespace_id, head)
+        except (JournalError, OSError) as exc:  # only an offline start needs it
+            _log.warning("cannot remember the head the view shows: %s", exc)
+
+    async def _tree(self, tree_id: TreeId) -> Tree:
+        try:
+            return await self._fetcher.tree(tree_id)
+        except protocol.UnavailableError:
+            raise
+        except (StoreError, protocol.ProtocolError) as exc:
+            raise SyncError(f"cannot fetch tree {tree_id}: {exc}") from exc
+
+    async def _prefetch_trees(self, node: Node, tree_id: TreeId) -> None:
+        """Fetch (into the cache) the trees a sync to ``tree_id`` will read: those of the
+        listed directories whose content changed."""
+        if node.children is None or node.tree_id == tree_id:
+            return
+        tree = await self._tree(tree_id)
+        children = listing_of(node)
+        if children is None:
+            return
+        for entry in tree:
+            child = children.get(entry.name)
+            if (
+                entry.kind is EntryKind.DIR
+                and entry.tree_id is not None
+                and child is not None
+                and child.kind is EntryKind.DIR
+            ):
+                await self._prefetch_trees(child, entry.tree_id)
+
+    def _listed_dir(self, path: tuple[bytes, ...]) -> Node | None:
+        """The listed directory at ``path`` in the view, without fetching anything."""
+        node = self._root
+        for name in path:
+            if node.children is None:
+                return None
+            child = node.children.get(name)
+            if child is None or child.kind is not EntryKind.DIR:
+                return None
+            node = child
+        return node if node.children is not None else None
+
+    async def _sync_dir(
+        self, node: Node, tree_id: TreeId, path: tuple[bytes, ...], unconfirmed: _Unconfirmed
+    ) -> None:
+        """Bring a directory of the view to the server's tree ``tree_id``."""
+        if node.tree_id == tree_id:
+            return
+        if node.children is None:  # not listed: the next lookup fetches the new tree
+            node.tree_id = tree_id
+            return
+        tree = await self._tree(tree_id)
+        children = listing_of(node)
+        if children is None:  # forgotten meanwhile
+            node.tree_id = tree_id
+            return
+        entries = {
+            entry.name: entry
+            for entry in tree
+            if not (node is self._root and entry.name == VERSIONS_NAME)
+        }
+        own = await self._own_put_hashes(children.values())
+        for name in sorted(entries.keys() | children.keys()):
+            await self._sync_name(
+                node, name, entries.get(name), (*path, name), unconfirmed, own=own
+            )
+        node.tree_id = tree_id
+
+    async def _own_put_hashes(self, nodes: Iterable[Node]) -> dict[int, ContentHash]:
+        """The content hashes the uploader recorded for these files' latest puts (this
+        device's content, still served from its staged file), in one journal call."""
+        seqs = [
+            node.base_seq
+            for node in nodes
+            if node.staged is not None and node.base_seq is not None and node.entry is None
+        ]
+        if not seqs:
+            return {}
+        return await self._thread(self._journal.put_hashes, seqs)
+
+    async def _sync_name(
+        self,
+        directory: Node,
+        name: bytes,
+        entry: FileEntry | None,
+        path: tuple[bytes, ...],
+        unconfirmed: _Unconfirmed,
+        *,
+        own: Mapping[int, ContentHash],
+    ) -> None:
+        """Bring one name of a listed directory to the server's ``entry`` (``None``: the
+        server has no such name), unless a local change holds it. ``own``: the content
+        hashes of this device's puts (``_own_put_hashes``)."""
+        if directory.children is None:
+            return  # dropped by a forget meanwhile: it is fetched anew, from the new tree
+        child = directory.children.get(name)
+        if _held_locally(child, entry, path, unconfirmed):
+            self._deferred.add(path)
+        elif child is None:
+            if entry is not None:
+                directory.children[name] = self._node_from_entry(entry, directory)
+                self._queue_invalidation(directory, name)  # a negative entry the kernel holds
+        elif entry is None:
+            self._remove_remotely(directory, child)
+        elif child.kind is EntryKind.DIR and entry.kind is EntryKind.DIR:
+            assert entry.tree_id is not None
+            if _adopt_attrs(child, entry):
+                self._queue_invalidation(child)
+            await self._sync_dir(child, entry.tree_id, path, unconfirmed)
+        elif child.kind is entry.kind:
+            self._sync_leaf(child, entry, own)
+        else:  # another kind now
+            self._remove_remotely(directory, child)
+            directory.children[name] = self._node_from_entry(entry, directory)
+
+    def _sync_leaf(self, node: Node, entry: FileEntry, own: Mapping[int, ContentHash]) -> None:
+        """A file, symlink, FIFO or socket whose server entry is ``entry`` (same kind). The
+        node keeps its inode, so an open descriptor reads the new content."""
+        same_content = True
+        if node.kind is EntryKind.FILE:
+            if node.entry is not None:
+                same_content = node.entry.content_hash == entry.content_hash
+            elif node.staged is not None and node.base_seq is not None:
+                # Content this device wrote: is the server's entry that put, as sent?
+                same_content = own.get(node.base_seq) == entry.content_hash
+            else:
+                same_content = False
+            if not same_content:
+                if node.reader is not None:
+                    node.reader.close()  # a read using it retries with the new state
+                    node.reader = None
+                if node.staged is not None:
+                    self._staging.unpin(node.staged)
+                    node.staged = None
+                node.base_seq = None
+                node.broken = False
+            node.entry = entry
+        elif node.target != entry.target:
+            same_content = False
+        node.target = entry.target
+        node.base = entry.content_hash
+        attrs_changed = _adopt_attrs(node, entry)
+        if not same_content or attrs_changed:
+            self._queue_invalidation(node, data=not same_content)
+
+    def _remove_remotely(self, directory: Node, node: Node) -> None:
+        """Another device removed (or replaced) ``node``: out of its directory, open
+        handles keep working, the kernel forgets the name."""
+        assert directory.children is not None
+        del directory.children[node.name]
+        node.detached = True
+        node.ctime_ns = now_ns()
+        self._queue_invalidation(directory, node.name)
+        self._maybe_drop(node)

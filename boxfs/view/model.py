@@ -1,0 +1,46 @@
+"""The filesystem model: one namespace as a POSIX tree of inodes, kernel-free.
+
+``FileSystemModel`` is the view the mount shows: the namespace's head tree, fetched lazily
+directory by directory through the ``Fetcher``, plus an in-memory overlay of local changes
+the server has not confirmed (new, changed, moved and removed entries, open files and their
+staged content), the inode table, directory and file handles, and the read-only
+``/.versions`` tree of retained commits. It is built in layers, each a module of this
+package and a class on top of the one below:
+
+- ``base.ViewBase``: the inode table, listings, the model lock, the journal append;
+- ``content.FileContent``: open files, copy-on-write staging, a file's put at close/fsync;
+- ``following.FollowingServer``: a new head from the server applied in place;
+- ``replay.JournalReplay``: the start (the head, and the journal replayed onto it);
+- ``posix.NamespaceRules``: the POSIX namespace operations.
+
+Every change is applied to the overlay at once and journaled (``boxfs.journal``) before
+the call returns, then the uploader is nudged: a burst of metadata changes never waits
+for the server. ``fsync`` journals the file's content and makes it durable (it survives a
+crash or power cut and will be uploaded); ``flush`` (every close(2)) journals it without
+the fsync: once close(2) has returned, the content survives the mount being killed.
+
+Must not: import pyfuse3 (``boxfs.fuse_ops`` translates ``FsError`` to ``FUSEError``),
+talk to the server other than through the ``Fetcher`` (trees, chunks) and ``Remote.head``,
+``commits`` and ``log`` (the start and ``.versions``), call SQLite, staged-file I/O or
+anything blocking on the loop, or hold anything proportional to a file's size.
+
+Who calls it: the FUSE adapter's request handlers, as trio tasks on the mount's one loop;
+the syncer (``apply_head``, ``recheck``) and the notifier (``wait_invalidations``). All
+state lives on that loop and is touched only between awaits (``docs/concurrency.md``).
+
+Known limits: a file written here keeps its staged file pinned while its node lives (until
+a sync from another device replaces the content); a truncate of a closed file is journaled
+at once as a put (the journal never merges entries); new entries take the mount's uid/gid;
+hard links always raise ``FsError(EPERM)``. One namespace per view: the layers keep the
+namespace's state (its id, root, head, fetcher, uploader) in ``ViewBase``, the seam where
+a view of several namespaces mounted at paths (a shared folder at ``/Team``) will hold one
+such state per mounted namespace.
+"""
+
+from __future__ import annotations
+
+from boxfs.view.posix import NamespaceRules
+
+
+class FileSystemModel(NamespaceRules):
+    """The view of one namespace: see the module docstring."""
