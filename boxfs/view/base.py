@@ -22,12 +22,9 @@ from typing import ParamSpec, TypeVar
 
 import trio
 
-from boxfs.fetcher import Fetcher
-from boxfs.journal import FileAttrs, Journal, JournalError, PendingDelete, PendingOp
-from boxfs.remote import Remote
+from boxfs.journal import FileAttrs, JournalError, PendingDelete, PendingOp
 from boxfs.stage_pool import StagePool
 from boxfs.staging import MemoryBudget, StagedFile, Staging
-from boxfs.uploader import Uploader
 from boxfs.view.nodes import (
     DIR_SIZE,
     ROOT_INODE,
@@ -45,6 +42,7 @@ from boxfs.view.nodes import (
     failed,
     now_ns,
 )
+from boxfs.view.ports import Content, History, PendingWork, UploadSignal
 from boxfs.view.versions import version_names
 from store import protocol
 from store.errors import FormatError, StoreError
@@ -63,11 +61,11 @@ class ViewBase:
         self,
         *,
         namespace_id: NamespaceId,
-        remote: Remote,
-        fetcher: Fetcher,
-        journal: Journal,
+        remote: History,
+        fetcher: Content,
+        journal: PendingWork,
         staging: Staging,
-        uploader: Uploader,
+        uploader: UploadSignal,
         limiter: trio.CapacityLimiter,
         uid: int,
         gid: int,

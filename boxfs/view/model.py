@@ -13,6 +13,9 @@ package and a class on top of the one below:
 - ``replay.JournalReplay``: the start (the head, and the journal replayed onto it);
 - ``posix.NamespaceRules``: the POSIX namespace operations.
 
+It is built from what ``ports`` names (content by id, the server's history, the journal,
+the uploader's nudge), so the mount wires in the real parts and a test anything alike.
+
 Every change is applied to the overlay at once and journaled (``boxfs.journal``) before
 the call returns, then the uploader is nudged: a burst of metadata changes never waits
 for the server. ``fsync`` journals the file's content and makes it durable (it survives a
