@@ -1,9 +1,11 @@
 """The filesystem model, driven directly (no kernel): POSIX semantics of the overlay,
 handles, errnos and the journal entries each change leaves.
 
-One real ``boxfs-server`` serves the whole module (each test registers its own account);
-the uploader is not running here unless a test says so, so every change stays in the
-journal and the tests see exactly what the model appended. Uploads and ``.versions`` are
+The view runs on an in-memory drive (``tests/boxfs/memory_drive.py``: history and content
+as the view's ports want them) with a real journal and staging directory; nothing drains
+the journal, so the tests see exactly what the model appended. The tests that upload (a
+replay of an earlier mount's journal, that must reach the server) run against one real
+``boxfs-server`` for the module. Uploads and ``.versions`` are
 in ``tests/integration/test_fs_model_live.py``."""
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ from boxfs.view import (
     FsError,
     version_names,
 )
-from store import protocol
 from store.cache import ObjectCache
 from store.ids import NamespaceId, TreeId
+from store.merkle import EMPTY_TREE_ID, Edit, Mkdir, Put
 from store.objects import MAX_FILE_BYTES, MAX_XATTR_VALUE_BYTES, EntryKind, FileEntry, Tree
+from tests.boxfs.memory_drive import MemoryDrive, NoUploads
 from tests.integration.server_process import ServerProcess
 
 PASSWORD = "fs model test password"  # noqa: S105  (a test account)
@@ -115,6 +118,42 @@ async def mounted(
             nursery.cancel_scope.cancel()
 
 
+@dataclass
+class ModelMount:
+    """A view over a namespace kept in memory: no server, no kernel."""
+
+    model: FileSystemModel
+    drive: MemoryDrive
+    namespace: NamespaceId
+    journal: Journal
+    staging: Staging
+    uploads: NoUploads
+
+    async def pending(self) -> list[PendingOp]:
+        entries = await trio.to_thread.run_sync(self.journal.pending, self.namespace, 10_000)
+        return [entry.op for entry in entries]
+
+
+@asynccontextmanager
+async def in_memory(
+    home: Path, drive: MemoryDrive | None = None, *, preserve_ownership: bool = False
+) -> AsyncIterator[ModelMount]:
+    """The view wired to an in-memory drive (``MemoryDrive``: its history and content),
+    with its own journal and staging in ``home``; nothing drains the journal."""
+    home.mkdir(parents=True, exist_ok=True)
+    drive = drive or MemoryDrive(NamespaceId(secrets.token_bytes(16)))
+    uploads = NoUploads()
+    with Journal(home / "journal.sqlite") as journal:
+        staging = Staging(home / "staging")
+        model = FileSystemModel(
+            namespace_id=drive.namespace_id, remote=drive, fetcher=drive, journal=journal,
+            staging=staging, uploader=uploads, limiter=trio.CapacityLimiter(4), uid=UID,
+            gid=GID, preserve_ownership=preserve_ownership,
+        )  # fmt: skip
+        await model.start()
+        yield ModelMount(model, drive, drive.namespace_id, journal, staging, uploads)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("fs-model-server") / "data").start()
@@ -125,12 +164,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def run_model(
-    server: ServerProcess, home: Path, test: Callable[[Mount], Awaitable[None]], **kw: bool
+    home: Path, test: Callable[[ModelMount], Awaitable[None]], *, preserve_ownership: bool = False
 ) -> None:
     async def main() -> None:
         with trio.fail_after(TIMEOUT_S):
-            remote, namespace = await new_account(server.url)
-            async with remote, mounted(remote, namespace, home, **kw) as mount:
+            async with in_memory(home, preserve_ownership=preserve_ownership) as mount:
                 await test(mount)
 
     trio.run(main)
@@ -171,10 +209,8 @@ async def names_of(model: FileSystemModel, inode: int) -> list[bytes]:
 # --------------------------------------------------------------------------------------
 
 
-def test_created_file_reads_back_and_is_journaled_as_one_put_at_release(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_created_file_reads_back_and_is_journaled_as_one_put_at_release(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         fh, attr = await model.create(ROOT_INODE, b"hello.txt", 0o640, os.O_RDWR)
         assert stat.S_ISREG(attr.mode) and attr.mode & 0o777 == 0o640
@@ -201,13 +237,11 @@ def test_created_file_reads_back_and_is_journaled_as_one_put_at_release(
         assert await read_all(model, attr.inode) == b"Jello world"
         assert await names_of(model, ROOT_INODE) == [b"hello.txt"]
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_metadata_changes_apply_at_once_and_are_journaled_in_order(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_metadata_changes_apply_at_once_and_are_journaled_in_order(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         a = await model.mkdir(ROOT_INODE, b"a", 0o755)
         assert stat.S_ISDIR(a.mode)
@@ -234,11 +268,11 @@ def test_metadata_changes_apply_at_once_and_are_journaled_in_order(
         assert (bytes(move.src), bytes(move.dst)) == (b"a", b"b")
         assert [bytes(op.path) for op in ops[3:] if isinstance(op, PendingDelete)] == [b"b/x", b"b"]
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_rename_follows_rename2_for_replaced_targets(server: ServerProcess, tmp_path: Path) -> None:
-    async def test(mount: Mount) -> None:
+def test_rename_follows_rename2_for_replaced_targets(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         one = await write_file(model, ROOT_INODE, b"one", b"1")
         await write_file(model, ROOT_INODE, b"two", b"2")
@@ -272,13 +306,11 @@ def test_rename_follows_rename2_for_replaced_targets(server: ServerProcess, tmp_
         assert isinstance(last, PendingPut) and bytes(last.path) == b"moved"
         assert await read_all(model, attr.inode) == b"moving!"
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_an_unlinked_open_file_stays_readable_until_its_last_release(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_an_unlinked_open_file_stays_readable_until_its_last_release(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         inode = await write_file(model, ROOT_INODE, b"doomed", b"still here")
         fh, _ = await model.open(inode, os.O_RDONLY)
@@ -300,13 +332,11 @@ def test_an_unlinked_open_file_stays_readable_until_its_last_release(
         model.forget(attr.inode, 1)
         assert [type(op) for op in await mount.pending()] == [PendingPut, PendingDelete]
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_truncate_up_and_down_and_sizes_over_the_maximum_are_efbig(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_truncate_up_and_down_and_sizes_over_the_maximum_are_efbig(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         inode = await write_file(model, ROOT_INODE, b"t", b"0123456789")
         attr = await model.setattr(inode, size=4)
@@ -324,13 +354,11 @@ def test_truncate_up_and_down_and_sizes_over_the_maximum_are_efbig(
         assert await read_all(model, inode) == b"ab"
         await fails(errno.EISDIR, model.setattr(ROOT_INODE, size=0))
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_a_sparse_truncate_to_1e11_then_unlink_is_fast_and_small(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_a_sparse_truncate_to_1e11_then_unlink_is_fast_and_small(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         fh, attr = await model.create(ROOT_INODE, b"huge", 0o644, RW)
         began = time.monotonic()
@@ -349,11 +377,11 @@ def test_a_sparse_truncate_to_1e11_then_unlink_is_fast_and_small(
         assert mount.staging.names() == set()
         assert await mount.pending() == []
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_symlinks_fifos_and_the_refused_kinds(server: ServerProcess, tmp_path: Path) -> None:
-    async def test(mount: Mount) -> None:
+def test_symlinks_fifos_and_the_refused_kinds(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         link = await model.symlink(ROOT_INODE, b"link", b"../target/path")
         assert stat.S_ISLNK(link.mode) and link.size == len(b"../target/path")
@@ -371,11 +399,11 @@ def test_symlinks_fifos_and_the_refused_kinds(server: ServerProcess, tmp_path: P
             EntryKind.SYMLINK, EntryKind.FIFO, EntryKind.SOCKET
         ]  # fmt: skip
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_xattrs_round_trip_within_the_format_bounds(server: ServerProcess, tmp_path: Path) -> None:
-    async def test(mount: Mount) -> None:
+def test_xattrs_round_trip_within_the_format_bounds(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         inode = await write_file(model, ROOT_INODE, b"x", b"data")
         await fails(errno.ENODATA, model.getxattr(inode, b"user.none"))
@@ -397,13 +425,11 @@ def test_xattrs_round_trip_within_the_format_bounds(server: ServerProcess, tmp_p
             (b"user.b", b"2"), (b"user.half", b"v" * (MAX_XATTR_VALUE_BYTES // 2))
         )  # fmt: skip
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_xattrs_outside_the_user_namespace_answer_eopnotsupp(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_xattrs_outside_the_user_namespace_answer_eopnotsupp(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         inode = await write_file(model, ROOT_INODE, b"x", b"data")
         await model.setxattr(inode, b"user.kept", b"1")
@@ -413,13 +439,11 @@ def test_xattrs_outside_the_user_namespace_answer_eopnotsupp(
             await fails(errno.EOPNOTSUPP, model.removexattr(inode, name))
         assert await model.listxattr(inode) == [b"user.kept"]
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_lookup_counts_and_forget_keep_numbers_unique(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_lookup_counts_and_forget_keep_numbers_unique(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         first = await write_file(model, ROOT_INODE, b"f", b"1")  # create counts one lookup
         assert (await model.lookup(ROOT_INODE, b"f")).inode == first
@@ -433,11 +457,11 @@ def test_lookup_counts_and_forget_keep_numbers_unique(
         model.forget(ROOT_INODE, 100)  # the root is never forgotten
         assert (await model.getattr(ROOT_INODE)).inode == ROOT_INODE
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_bad_names_ownership_and_statfs(server: ServerProcess, tmp_path: Path) -> None:
-    async def test(mount: Mount) -> None:
+def test_bad_names_ownership_and_statfs(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         await fails(errno.ENAMETOOLONG, model.lookup(ROOT_INODE, b"n" * 256))
         await fails(errno.ENAMETOOLONG, model.create(ROOT_INODE, b"n" * 256, 0o644, RW))
@@ -454,11 +478,11 @@ def test_bad_names_ownership_and_statfs(server: ServerProcess, tmp_path: Path) -
         assert (stats.block_size, stats.name_max) == (4096, 255)
         assert 0 < stats.blocks_free <= stats.blocks
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_preserve_ownership_shows_and_stores_ids(server: ServerProcess, tmp_path: Path) -> None:
-    async def test(mount: Mount) -> None:
+def test_preserve_ownership_shows_and_stores_ids(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         inode = await write_file(model, ROOT_INODE, b"mine", b"")
         attr = await model.setattr(inode, uid=77, gid=88)
@@ -466,59 +490,49 @@ def test_preserve_ownership_shows_and_stores_ids(server: ServerProcess, tmp_path
         last = (await mount.pending())[-1]
         assert isinstance(last, PendingSetattr) and (last.changes.uid, last.changes.gid) == (77, 88)
 
-    run_model(server, tmp_path, test, preserve_ownership=True)
+    run_model(tmp_path, test, preserve_ownership=True)
 
 
-def test_readdir_pages_through_3000_committed_entries(
-    server: ServerProcess, tmp_path: Path
-) -> None:
+def test_readdir_pages_through_3000_committed_entries(tmp_path: Path) -> None:
     async def main() -> None:
         with trio.fail_after(TIMEOUT_S):
-            remote, namespace = await new_account(server.url)
-            async with remote:
-                await commit_symlinks(remote, namespace, [b"big"], 3000)
-                async with mounted(remote, namespace, tmp_path) as mount:
-                    model = mount.model
-                    directory = await model.lookup(ROOT_INODE, b"big")
-                    dh = await model.opendir(directory.inode)
-                    seen: list[bytes] = []
-                    pages = 0
-                    start = 0
-                    while page := await model.readdir(dh, start):
-                        pages += 1
-                        seen.extend(name for name, _, _ in page)
-                        start = page[-1][2]
-                        if pages == 2:  # an entry removed mid-listing is skipped
-                            await model.unlink(directory.inode, entry_name(2999))
-                    await model.releasedir(dh)
-                    assert pages > 1
-                    assert seen == [b".", b"..", *(entry_name(n) for n in range(2999))]
-                    inodes = {(await model.lookup(directory.inode, n)).inode for n in seen[2:52]}
-                    assert len(inodes) == 50
+            drive = MemoryDrive(NamespaceId(secrets.token_bytes(16)))
+            commit_symlinks(drive, [b"big"], 3000)
+            async with in_memory(tmp_path, drive) as mount:
+                model = mount.model
+                directory = await model.lookup(ROOT_INODE, b"big")
+                dh = await model.opendir(directory.inode)
+                seen: list[bytes] = []
+                pages = 0
+                start = 0
+                while page := await model.readdir(dh, start):
+                    pages += 1
+                    seen.extend(name for name, _, _ in page)
+                    start = page[-1][2]
+                    if pages == 2:  # an entry removed mid-listing is skipped
+                        await model.unlink(directory.inode, entry_name(2999))
+                await model.releasedir(dh)
+                assert pages > 1
+                assert seen == [b".", b"..", *(entry_name(n) for n in range(2999))]
+                inodes = {(await model.lookup(directory.inode, n)).inode for n in seen[2:52]}
+                assert len(inodes) == 50
 
     trio.run(main)
 
 
-async def commit_symlinks(
-    remote: Remote, namespace: NamespaceId, directories: list[bytes], count: int
-) -> None:
-    """Commit (straight through the API) ``directories`` each holding ``count`` symlinks
-    named by ``entry_name``."""
-    attrs = protocol.AttrsModel(mode=0o755, uid=1, gid=1, mtime_ns=1)
-    ops: list[protocol.MkdirOp | protocol.PutOp] = []
+def commit_symlinks(drive: MemoryDrive, directories: list[bytes], count: int) -> None:
+    """Commit ``directories`` each holding ``count`` symlinks named by ``entry_name``."""
+    edits: list[Edit] = []
     for directory in directories:
-        path = protocol.DrivePath.from_bytes(directory)
-        ops.append(protocol.MkdirOp(path=path, attrs=attrs))
+        folder = FileEntry(
+            name=directory.split(b"/")[-1], kind=EntryKind.DIR, mode=0o755, uid=1, gid=1,
+            size=0, mtime_ns=1, tree_id=EMPTY_TREE_ID,
+        )  # fmt: skip
+        edits.append(Mkdir(directory, folder))
         for number in range(count):
-            entry = protocol.entry_to_model(_symlink(entry_name(number), b"target"))
-            ops.append(protocol.PutOp(path=path.child(entry_name(number)), entry=entry))
-    for start in range(0, len(ops), protocol.MAX_OPS_PER_BATCH):
-        batch = protocol.OpsBatch(
-            idempotency_key=secrets.token_hex(16),
-            ops=tuple(ops[start : start + protocol.MAX_OPS_PER_BATCH]),
-        )
-        reply = await remote.apply_ops(namespace, batch)
-        assert {result.status for result in reply.results} == {"applied"}
+            name = entry_name(number)
+            edits.append(Put(directory + b"/" + name, _symlink(name, b"target")))
+    drive.commit(edits)
 
 
 def entry_name(number: int) -> bytes:
@@ -542,10 +556,8 @@ def test_version_names_are_utc_seconds_with_suffixes_for_shared_seconds() -> Non
     ]
 
 
-def test_fsync_journals_at_once_and_later_writes_copy_on_write(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_fsync_journals_at_once_and_later_writes_copy_on_write(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         fh, attr = await model.create(ROOT_INODE, b"db", 0o600, RW)
         await model.write(fh, 0, b"page one")
@@ -567,13 +579,13 @@ def test_fsync_journals_at_once_and_later_writes_copy_on_write(
             assert staged.read_at(0, 100) == b"page one"
         assert await read_all(model, attr.inode) == b"page two!"
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
 def test_fsync_after_a_close_makes_the_closed_content_and_its_entry_durable(
-    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def test(mount: Mount) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         fh, _ = await model.create(ROOT_INODE, b"log", 0o600, RW)
         await model.write(fh, 0, b"closed before the fsync")  # buffered in memory
@@ -589,13 +601,11 @@ def test_fsync_after_a_close_makes_the_closed_content_and_its_entry_durable(
             assert staged.read_at(0, 100) == b"closed before the fsync"
         await model.release(fh)
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_a_close_journals_the_put_before_the_release_arrives(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_a_close_journals_the_put_before_the_release_arrives(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         fh, attr = await model.create(ROOT_INODE, b"note", 0o644, RW)
         await model.write(fh, 0, b"written")
@@ -610,18 +620,18 @@ def test_a_close_journals_the_put_before_the_release_arrives(
         assert len(await mount.pending()) == 1
         assert await read_all(model, attr.inode) == b"written"
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_the_roots_attributes_change_in_memory_only(server: ServerProcess, tmp_path: Path) -> None:
-    async def test(mount: Mount) -> None:
+def test_the_roots_attributes_change_in_memory_only(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         attr = await model.setattr(ROOT_INODE, mode=0o700, mtime_ns=7)
         assert (attr.mode & 0o7777, attr.mtime_ns) == (0o700, 7)
         await fails(errno.EPERM, model.setxattr(ROOT_INODE, b"user.x", b"1"))
         assert await mount.pending() == []
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
 def test_a_new_mount_shows_the_changes_still_in_the_journal(
@@ -668,50 +678,45 @@ def test_a_new_mount_shows_the_changes_still_in_the_journal(
     trio.run(main)
 
 
-def test_a_forgotten_unchanged_directory_drops_its_listing(
-    server: ServerProcess, tmp_path: Path
-) -> None:
+def test_a_forgotten_unchanged_directory_drops_its_listing(tmp_path: Path) -> None:
     async def main() -> None:
         with trio.fail_after(TIMEOUT_S):
-            remote, namespace = await new_account(server.url)
-            async with remote:
-                await commit_symlinks(remote, namespace, [b"d", b"d/sub", b"keep"], 20)
-                async with mounted(remote, namespace, tmp_path) as mount:
-                    model = mount.model
-                    d = await model.lookup(ROOT_INODE, b"d")
-                    sub = await model.lookup(d.inode, b"sub")
-                    listed = await names_of(model, sub.inode)  # one lookup per entry
-                    assert len(listed) == 20
-                    inodes = {(await model.lookup(sub.inode, n)).inode for n in listed}
-                    keep = await model.lookup(ROOT_INODE, b"keep")
-                    await model.unlink(keep.inode, entry_name(0))  # changed: stays
-                    before = model.inode_count()
-                    for inode in inodes:
-                        model.forget(inode, 2)
-                    model.forget(sub.inode, 1)
-                    model.forget(d.inode, 1)
-                    model.forget(keep.inode, 1)
-                    assert model.inode_count() == before - len(inodes) - 3 == 1  # the root
-                    await fails(errno.ENOENT, model.getattr(sub.inode))
-                    # Looked up again: fetched again, under new numbers.
-                    d2 = await model.lookup(ROOT_INODE, b"d")
-                    sub2 = await model.lookup(d2.inode, b"sub")
-                    assert d2.inode == d.inode  # the same node, still in the root's listing
-                    assert sub2.inode != sub.inode  # fetched again: a new node
-                    again = await model.lookup(sub2.inode, entry_name(3))
-                    assert again.inode not in inodes
-                    assert await model.readlink(again.inode) == b"target"
-                    keep2 = await model.lookup(ROOT_INODE, b"keep")
-                    assert keep2.inode == keep.inode
-                    assert len(await names_of(model, keep2.inode)) == 19
+            drive = MemoryDrive(NamespaceId(secrets.token_bytes(16)))
+            commit_symlinks(drive, [b"d", b"d/sub", b"keep"], 20)
+            async with in_memory(tmp_path, drive) as mount:
+                model = mount.model
+                d = await model.lookup(ROOT_INODE, b"d")
+                sub = await model.lookup(d.inode, b"sub")
+                listed = await names_of(model, sub.inode)  # one lookup per entry
+                assert len(listed) == 20
+                inodes = {(await model.lookup(sub.inode, n)).inode for n in listed}
+                keep = await model.lookup(ROOT_INODE, b"keep")
+                await model.unlink(keep.inode, entry_name(0))  # changed: stays
+                before = model.inode_count()
+                for inode in inodes:
+                    model.forget(inode, 2)
+                model.forget(sub.inode, 1)
+                model.forget(d.inode, 1)
+                model.forget(keep.inode, 1)
+                assert model.inode_count() == before - len(inodes) - 3 == 1  # the root
+                await fails(errno.ENOENT, model.getattr(sub.inode))
+                # Looked up again: fetched again, under new numbers.
+                d2 = await model.lookup(ROOT_INODE, b"d")
+                sub2 = await model.lookup(d2.inode, b"sub")
+                assert d2.inode == d.inode  # the same node, still in the root's listing
+                assert sub2.inode != sub.inode  # fetched again: a new node
+                again = await model.lookup(sub2.inode, entry_name(3))
+                assert again.inode not in inodes
+                assert await model.readlink(again.inode) == b"target"
+                keep2 = await model.lookup(ROOT_INODE, b"keep")
+                assert keep2.inode == keep.inode
+                assert len(await names_of(model, keep2.inode)) == 19
 
     trio.run(main)
 
 
-def test_rewriting_a_journaled_sparse_file_copies_only_its_data(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_rewriting_a_journaled_sparse_file_copies_only_its_data(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         inode = await write_file(model, ROOT_INODE, b"sparse", b"head")
         began = time.monotonic()
@@ -731,13 +736,11 @@ def test_rewriting_a_journaled_sparse_file_copies_only_its_data(
         assert await model.read(fh, 10**11 - 6, 100) == b"\0\0tail"
         await model.release(fh)
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_concurrent_requests_leave_a_consistent_view_and_journal(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_concurrent_requests_leave_a_consistent_view_and_journal(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         work = await model.mkdir(ROOT_INODE, b"work", 0o755)
 
@@ -763,13 +766,11 @@ def test_concurrent_requests_leave_a_consistent_view_and_journal(
         assert sum(isinstance(op, PendingPut) for op in ops) == 20
         assert sum(isinstance(op, PendingMove) for op in ops) == 1
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
-def test_a_listing_starts_with_dot_and_dotdot_which_count_no_lookup(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    async def test(mount: Mount) -> None:
+def test_a_listing_starts_with_dot_and_dotdot_which_count_no_lookup(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         folder = await model.mkdir(ROOT_INODE, b"folder", 0o755)
         await write_file(model, folder.inode, b"a", b"x")
@@ -790,11 +791,11 @@ def test_a_listing_starts_with_dot_and_dotdot_which_count_no_lookup(
         assert model._node(folder.inode).lookups == 1
         assert model._node(ROOT_INODE).lookups == root_lookups
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
 
 
 def test_a_slow_tree_fetch_for_one_change_holds_up_no_other(
-    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rename into a folder whose listing is not in memory fetches it (here: a fetch
     held until the test lets it go, as from a slow server) without the model's lock: a
@@ -802,38 +803,37 @@ def test_a_slow_tree_fetch_for_one_change_holds_up_no_other(
 
     async def main() -> None:
         with trio.fail_after(TIMEOUT_S):
-            remote, namespace = await new_account(server.url)
-            async with remote:
-                await commit_symlinks(remote, namespace, [b"far"], 3)
-                async with mounted(remote, namespace, tmp_path) as mount:
-                    model = mount.model
-                    far = await model.lookup(ROOT_INODE, b"far")  # its listing: not fetched
-                    await write_file(model, ROOT_INODE, b"moving", b"content")
-                    fetching, release = trio.Event(), trio.Event()
-                    real_tree = mount.fetcher.tree
+            drive = MemoryDrive(NamespaceId(secrets.token_bytes(16)))
+            commit_symlinks(drive, [b"far"], 3)
+            async with in_memory(tmp_path, drive) as mount:
+                model = mount.model
+                far = await model.lookup(ROOT_INODE, b"far")  # its listing: not fetched
+                await write_file(model, ROOT_INODE, b"moving", b"content")
+                fetching, release = trio.Event(), trio.Event()
+                real_tree = drive.tree
 
-                    async def slow_tree(tree_id: TreeId) -> Tree:
-                        fetching.set()
-                        await release.wait()
-                        return await real_tree(tree_id)
+                async def slow_tree(tree_id: TreeId) -> Tree:
+                    fetching.set()
+                    await release.wait()
+                    return await real_tree(tree_id)
 
-                    monkeypatch.setattr(mount.fetcher, "tree", slow_tree)
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(model.rename, ROOT_INODE, b"moving", far.inode, b"m", 0)
-                        await fetching.wait()
-                        with trio.fail_after(5):  # held behind the fetch, it would hang
-                            await model.mkdir(ROOT_INODE, b"meanwhile", 0o755)
-                        release.set()
-                    assert b"m" in await names_of(model, far.inode)
-                    assert b"moving" not in await names_of(model, ROOT_INODE)
-                    kinds = [type(op) for op in await mount.pending()]
-                    assert kinds[-2:] == [PendingMkdir, PendingMove]
+                monkeypatch.setattr(drive, "tree", slow_tree)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(model.rename, ROOT_INODE, b"moving", far.inode, b"m", 0)
+                    await fetching.wait()
+                    with trio.fail_after(5):  # held behind the fetch, it would hang
+                        await model.mkdir(ROOT_INODE, b"meanwhile", 0o755)
+                    release.set()
+                assert b"m" in await names_of(model, far.inode)
+                assert b"moving" not in await names_of(model, ROOT_INODE)
+                kinds = [type(op) for op in await mount.pending()]
+                assert kinds[-2:] == [PendingMkdir, PendingMove]
 
     trio.run(main)
 
 
 def test_an_fsync_stalled_on_the_disk_holds_up_no_other_change(
-    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """fsync(2) of a written file journals its put under the model's lock and flushes to
     disk after it: with the disk flush held (a fault-injecting os.fsync), a mkdir and a
@@ -847,7 +847,7 @@ def test_an_fsync_stalled_on_the_disk_holds_up_no_other_change(
             release.wait(TIMEOUT_S)
         real_fsync(fd)
 
-    async def test(mount: Mount) -> None:
+    async def test(mount: ModelMount) -> None:
         model = mount.model
         fh, attr = await model.create(ROOT_INODE, b"big.bin", 0o644, os.O_WRONLY)
         await model.write(fh, 0, b"x" * (2 << 20))
@@ -864,4 +864,4 @@ def test_an_fsync_stalled_on_the_disk_holds_up_no_other_change(
         puts = [op for op in await mount.pending() if isinstance(op, PendingPut)]
         assert [bytes(op.path) for op in puts] == [b"big.bin", b"small"]
 
-    run_model(server, tmp_path, test)
+    run_model(tmp_path, test)
