@@ -30,7 +30,6 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy.dialects import postgresql, sqlite
 
 from server import audit, namespaces
 from server import db as tables
@@ -117,12 +116,7 @@ def count_attempt(connection: sa.Connection, username: str, now: int) -> int:
     concurrent attempts are counted one after the other on PostgreSQL as on SQLite.
     """
     table = tables.login_throttle
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    connection.execute(
-        insert(table)
-        .values(username=username, failures=0, locked_until_ns=0)
-        .on_conflict_do_nothing(index_elements=[table.c.username])
-    )
+    tables.upsert(connection, table, [{"username": username, "failures": 0, "locked_until_ns": 0}])
     row = connection.execute(
         sa.select(table.c.failures, table.c.locked_until_ns)
         .where(table.c.username == username)

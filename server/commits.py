@@ -52,12 +52,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import blake3
 import sqlalchemy as sa
 from merge3 import Merge3
-from sqlalchemy.dialects import postgresql, sqlite
 
 from server import audit
 from server import db as tables
@@ -811,18 +810,6 @@ class _Reply:
         )
 
 
-def _insert(connection: sa.Connection, table: sa.Table) -> Any:
-    """A dialect INSERT with ``on_conflict_do_nothing``/``_update`` (SQLite, PostgreSQL)."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
-def _insert_ignore(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        connection.execute(_insert(connection, table).on_conflict_do_nothing(), rows)
-
-
 def touch_objects(
     connection: sa.Connection,
     namespace_id: NamespaceId,
@@ -835,15 +822,7 @@ def touch_objects(
          "added_ns": added_ns}
         for object_id, kind in dict(objects).items()
     ]  # fmt: skip
-    if rows:
-        statement = _insert(connection, tables.namespace_objects)
-        connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["namespace_id", "object_id"],
-                set_={"added_ns": statement.excluded.added_ns},
-            ),
-            rows,
-        )
+    tables.upsert(connection, tables.namespace_objects, rows, refresh=["added_ns"])
 
 
 def _refresh_held(
@@ -903,7 +882,7 @@ def _write_commit(
         # GC may have removed an equal blob since the plan wrote it: write it again.
         if not state.blobs.exists(chunk.chunk_id):
             state.blobs.put(chunk.chunk_id, chunk.sealed)
-    _insert_ignore(
+    tables.upsert(
         connection,
         tables.chunks,
         [
@@ -914,7 +893,7 @@ def _write_commit(
     )  # fmt: skip
     trees = dict(plan.new_trees)
     trees.setdefault(EMPTY_TREE_ID, EMPTY_TREE.encode())  # mkdir and empty roots name it
-    _insert_ignore(
+    tables.upsert(
         connection,
         tables.trees,
         [{"id": bytes(tree_id), "data": data} for tree_id, data in trees.items()],

@@ -32,7 +32,6 @@ import anyio
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy.dialects import postgresql, sqlite
 from starlette.requests import ClientDisconnect
 
 from server import audit
@@ -245,8 +244,7 @@ def record_chunks(
             for item in stored
             if item.stored_bytes is not None
         }
-        if written:
-            _insert(connection, tables.chunks, list(written.values()), ["id"], refresh=())
+        tables.upsert(connection, tables.chunks, list(written.values()))
         references = {
             item.chunk_id: {
                 "namespace_id": bytes(namespace_id),
@@ -256,50 +254,10 @@ def record_chunks(
             }
             for item in stored
         }
-        if references:
-            _insert(
-                connection,
-                tables.namespace_objects,
-                list(references.values()),
-                ["namespace_id", "object_id"],
-                refresh=("added_ns",),
-            )
+        tables.upsert(
+            connection, tables.namespace_objects, list(references.values()), refresh=["added_ns"]
+        )
     return []
-
-
-def _insert(
-    connection: sa.Connection,
-    table: sa.Table,
-    rows: list[dict[str, object]],
-    keys: list[str],
-    *,
-    refresh: Sequence[str],
-) -> None:
-    """Insert ``rows``; a row whose ``keys`` exist already is left alone, or has its
-    ``refresh`` columns updated. One statement per backend (SQLite, PostgreSQL)."""
-    dialect = connection.dialect.name
-    if dialect == "sqlite":
-        lite = sqlite.insert(table)
-        statement = (
-            lite.on_conflict_do_update(
-                index_elements=keys, set_={name: lite.excluded[name] for name in refresh}
-            )
-            if refresh
-            else lite.on_conflict_do_nothing(index_elements=keys)
-        )
-        connection.execute(statement, rows)
-    elif dialect == "postgresql":
-        pg = postgresql.insert(table)
-        statement_pg = (
-            pg.on_conflict_do_update(
-                index_elements=keys, set_={name: pg.excluded[name] for name in refresh}
-            )
-            if refresh
-            else pg.on_conflict_do_nothing(index_elements=keys)
-        )
-        connection.execute(statement_pg, rows)
-    else:
-        raise NotImplementedError(f"no insert-if-absent for the {dialect} dialect")
 
 
 def audit_upload(

@@ -1,8 +1,10 @@
-"""The metadata database: the schema (SQLAlchemy Core) and how an engine is opened.
+"""The metadata database: the schema (SQLAlchemy Core), how an engine is opened, and the
+one statement whose SQL differs by backend (``upsert``).
 
 One schema serves SQLite (the embedded default, WAL mode) and PostgreSQL (scale-out), so
-every query elsewhere is written once in SQLAlchemy Core. Blocking: callers run queries in
-a worker thread (``anyio.to_thread.run_sync``), one connection per call.
+every query elsewhere is written once in SQLAlchemy Core; ``upsert`` is the one place that
+picks a dialect. Blocking: callers run queries in a worker thread
+(``anyio.to_thread.run_sync``), one connection per call.
 
 Invariants, next to the tables they govern:
 - ``namespaces.head`` moves only by compare-and-swap (``UPDATE … WHERE head IS old``),
@@ -17,12 +19,13 @@ Invariants, next to the tables they govern:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 metadata = sa.MetaData()
 
@@ -214,6 +217,42 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def upsert(
+    connection: sa.Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    refresh: Sequence[str] = (),
+) -> None:
+    """Insert ``rows``; a row whose primary key is taken already is left as it is, or, with
+    ``refresh``, has those columns set from the new row (``upsert_statement``). Nothing is
+    executed for no rows."""
+    if rows:
+        statement = upsert_statement(connection.dialect.name, table, refresh=refresh)
+        connection.execute(statement, list(rows))
+
+
+def upsert_statement(
+    dialect: str, table: sa.Table, *, refresh: Sequence[str] = ()
+) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT … ON CONFLICT (primary key) DO NOTHING``, or ``DO UPDATE SET column =
+    excluded.column`` for each of ``refresh``: the same statement on SQLite and PostgreSQL,
+    built with each one's dialect."""
+    if dialect == "postgresql":
+        statement: postgresql.Insert | sqlite.Insert = postgresql.insert(table)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table)
+    else:
+        raise NotImplementedError(f"no upsert for the {dialect} dialect")
+    keys = list(table.primary_key.columns)
+    if not refresh:
+        return statement.on_conflict_do_nothing(index_elements=keys)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=keys, set_={name: excluded[name] for name in refresh}
+    )
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -1,0 +1,87 @@
+"""The database layer's statements on their own: ``upsert`` on SQLite, and the statement
+it builds for PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from server import db as tables
+from server.db import Database, sqlite_url
+
+NAMESPACE = bytes(range(16))
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    database = Database(sqlite_url(tmp_path))
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def _object(object_id: bytes, kind: str, added_ns: int) -> dict[str, object]:
+    return {"namespace_id": NAMESPACE, "object_id": object_id, "kind": kind, "added_ns": added_ns}
+
+
+def _objects(database: Database) -> set[tuple[bytes, str, int]]:
+    table = tables.namespace_objects
+    with database.read() as connection:
+        rows = connection.execute(sa.select(table.c.object_id, table.c.kind, table.c.added_ns))
+        return {(bytes(row.object_id), row.kind, row.added_ns) for row in rows}
+
+
+def test_upsert_without_refresh_keeps_the_first_row_and_adds_the_new_ones(
+    database: Database,
+) -> None:
+    with database.write() as connection:
+        tables.upsert(connection, tables.namespace_objects, [_object(b"a" * 32, "c", 1)])
+    with database.write() as connection:
+        tables.upsert(
+            connection,
+            tables.namespace_objects,
+            [_object(b"a" * 32, "t", 2), _object(b"b" * 32, "t", 3)],
+        )
+    assert _objects(database) == {(b"a" * 32, "c", 1), (b"b" * 32, "t", 3)}
+
+
+def test_upsert_with_refresh_sets_only_the_named_columns_of_an_existing_row(
+    database: Database,
+) -> None:
+    with database.write() as connection:
+        tables.upsert(connection, tables.namespace_objects, [_object(b"a" * 32, "c", 1)])
+    with database.write() as connection:
+        tables.upsert(
+            connection,
+            tables.namespace_objects,
+            [_object(b"a" * 32, "t", 5), _object(b"b" * 32, "t", 6)],
+            refresh=["added_ns"],
+        )
+    assert _objects(database) == {(b"a" * 32, "c", 5), (b"b" * 32, "t", 6)}
+
+
+def test_upsert_of_no_rows_executes_nothing(database: Database) -> None:
+    with database.write() as connection:
+        tables.upsert(connection, tables.namespace_objects, [], refresh=["added_ns"])
+    assert _objects(database) == set()
+
+
+def test_upsert_statement_for_postgresql_targets_the_primary_key() -> None:
+    dialect = sa.create_mock_engine("postgresql://", executor=None).dialect
+    ignore = tables.upsert_statement("postgresql", tables.chunks).compile(dialect=dialect)
+    refresh = tables.upsert_statement(
+        "postgresql", tables.namespace_objects, refresh=["added_ns"]
+    ).compile(dialect=dialect)
+    assert str(ignore).endswith("ON CONFLICT (id) DO NOTHING")
+    assert str(refresh).endswith(
+        "ON CONFLICT (namespace_id, object_id) DO UPDATE SET added_ns = excluded.added_ns"
+    )
+
+
+def test_upsert_statement_refuses_a_dialect_it_was_not_written_for() -> None:
+    with pytest.raises(NotImplementedError):
+        tables.upsert_statement("mysql", tables.chunks)
