@@ -52,7 +52,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Final
 
 import blake3
 import sqlalchemy as sa
@@ -107,8 +107,6 @@ MAX_ATTEMPTS: Final = 8
 MERGE_MAX_BYTES: Final = 8 * 1024 * 1024
 # How far back (in retained commits) the common ancestor of a merge is looked for.
 ANCESTOR_SCAN_COMMITS: Final = 1000
-# Ids per SQL ``IN (...)`` list (SQLite's bound on variables is far above it).
-SQL_BATCH: Final = 500
 TREE_CACHE_TREES: Final = 256
 # A conflicted copy takes the first free name among this many.
 MAX_COPY_NAMES: Final = 100
@@ -117,7 +115,6 @@ _MISSING_SHOWN: Final = 3
 _SUMMARY_OPS: Final = 3
 _SUMMARY_PATH_CHARS: Final = 120
 
-T = TypeVar("T")
 Components = tuple[bytes, ...]
 
 
@@ -252,11 +249,6 @@ def read_content(state: ServerState, entry: FileEntry) -> bytes:
         expected = entry.content_hash.hex() if entry.content_hash else "?"
         raise IntegrityError(expected, actual.hex(), what="file")
     return content
-
-
-def _batched(items: Sequence[T], size: int = SQL_BATCH) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def authorized_chunks(
@@ -831,7 +823,7 @@ def _refresh_held(
     """Refresh the rows of objects the namespace must already hold; ``_Retry`` if GC took
     some of them since the plan was made (the next plan rejects the op)."""
     table = tables.namespace_objects
-    for batch in _batched(sorted(ids)):
+    for batch in tables.in_batches(sorted(ids)):
         result = connection.execute(
             table.update()
             .where(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import anyio
 import sqlalchemy as sa
@@ -75,8 +75,6 @@ UPLOAD_WORKERS: Final = 4
 FETCH_BYTES: Final = 4 * 1024 * 1024
 # A streamed reply is produced in a worker thread in steps of about this many bytes.
 PUMP_BYTES: Final = 256 * 1024
-# SQL ``IN`` lists are cut to this length (well under every backend's parameter limit).
-_IN_CLAUSE_IDS: Final = 500
 
 _CHUNK: Final = "c"
 _TREE: Final = "t"
@@ -91,12 +89,6 @@ def check_role(database: Database, namespace_id: NamespaceId, user_id: int, role
     """``require_role`` in its own read transaction (before a body is read)."""
     with database.read() as connection:
         require_role(connection, namespace_id, user_id, role)
-
-
-def _id_slices(ids: Iterable[bytes]) -> Iterator[list[bytes]]:
-    unique = list(dict.fromkeys(bytes(object_id) for object_id in ids))
-    for start in range(0, len(unique), _IN_CLAUSE_IDS):
-        yield unique[start : start + _IN_CLAUSE_IDS]
 
 
 def missing_chunks(
@@ -139,28 +131,24 @@ def readable_chunks(
 
 
 def _plain_bytes(connection: sa.Connection, ids: Iterable[bytes]) -> int:
-    total = 0
-    for part in _id_slices(ids):
-        total += connection.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(tables.chunks.c.plain_bytes), 0)).where(
-                tables.chunks.c.id.in_(part)
-            )
-        ).scalar_one()
-    return total
+    chunks = tables.chunks
+    per_batch = sa.select(sa.func.coalesce(sa.func.sum(chunks.c.plain_bytes), 0))
+    return sum(int(row[0]) for row in tables.select_in(connection, per_batch, chunks.c.id, ids))
 
 
 def known_chunks(database: Database, blobs: BlobStore, ids: Iterable[bytes]) -> set[bytes]:
     """Those of ``ids`` whose blob is durable already: a ``chunks`` row, and the blob
     itself (a crash in the middle of a GC can leave a row whose blob is gone; such a
     chunk is written again rather than referenced blind)."""
-    found: set[bytes] = set()
     with database.read() as connection:
-        for part in _id_slices(ids):
-            rows = connection.execute(
-                sa.select(tables.chunks.c.id).where(tables.chunks.c.id.in_(part))
-            )
-            found.update(bytes(row.id) for row in rows)
+        found = {bytes(row.id) for row in _chunk_rows(connection, ids)}
     return {raw for raw in found if blobs.exists(ChunkId(raw))}
+
+
+def _chunk_rows(connection: sa.Connection, ids: Iterable[bytes]) -> Iterator[sa.Row[Any]]:
+    """The ``chunks`` rows (their ``id``) of those of ``ids`` that have one."""
+    chunks = tables.chunks
+    return tables.select_in(connection, sa.select(chunks.c.id), chunks.c.id, map(bytes, ids))
 
 
 # --- blocking: storing chunks ----------------------------------------------------------------
@@ -224,13 +212,7 @@ def record_chunks(
         require_role(connection, namespace_id, user_id, "editor")
         reused = [item.chunk_id for item in stored if item.stored_bytes is None]
         if reused:
-            present = {
-                bytes(row.id)
-                for part in _id_slices(reused)
-                for row in connection.execute(
-                    sa.select(tables.chunks.c.id).where(tables.chunks.c.id.in_(part))
-                )
-            }
+            present = {bytes(row.id) for row in _chunk_rows(connection, reused)}
             vanished = [chunk_id for chunk_id in dict.fromkeys(reused) if chunk_id not in present]
             if vanished:
                 return vanished
@@ -327,28 +309,21 @@ def readable_tree_sizes(
 ) -> dict[bytes, int]:
     """Encoding sizes of the requested trees the namespace references."""
     trees, refs = tables.trees, tables.namespace_objects
-    sizes: dict[bytes, int] = {}
+    query = (
+        sa.select(trees.c.id, sa.func.length(trees.c.data).label("size"))
+        .join(refs, refs.c.object_id == trees.c.id)
+        .where(refs.c.namespace_id == bytes(namespace_id), refs.c.kind == _TREE)
+    )
     with database.read() as connection:
         require_role(connection, namespace_id, user_id, "viewer")
-        for part in _id_slices(ids):
-            rows = connection.execute(
-                sa.select(trees.c.id, sa.func.length(trees.c.data).label("size"))
-                .join(refs, refs.c.object_id == trees.c.id)
-                .where(
-                    refs.c.namespace_id == bytes(namespace_id),
-                    refs.c.kind == _TREE,
-                    trees.c.id.in_(part),
-                )
-            )
-            sizes.update((bytes(row.id), int(row.size)) for row in rows)
-    return sizes
+        rows = tables.select_in(connection, query, trees.c.id, map(bytes, ids))
+        return {bytes(row.id): int(row.size) for row in rows}
 
 
 def fetch_trees(database: Database, ids: Sequence[bytes]) -> dict[bytes, bytes]:
+    trees = tables.trees
     with database.read() as connection:
-        rows = connection.execute(
-            sa.select(tables.trees.c.id, tables.trees.c.data).where(tables.trees.c.id.in_(ids))
-        )
+        rows = tables.select_in(connection, sa.select(trees.c.id, trees.c.data), trees.c.id, ids)
         return {bytes(row.id): bytes(row.data) for row in rows}
 
 
@@ -357,29 +332,24 @@ def readable_commit_sizes(
 ) -> dict[bytes, int]:
     """Encoding sizes of the requested commits that belong to the namespace."""
     commits = tables.commits
-    sizes: dict[bytes, int] = {}
+    query = sa.select(commits.c.id, sa.func.length(commits.c.data).label("size")).where(
+        commits.c.namespace_id == bytes(namespace_id)
+    )
     with database.read() as connection:
         require_role(connection, namespace_id, user_id, "viewer")
-        for part in _id_slices(ids):
-            rows = connection.execute(
-                sa.select(commits.c.id, sa.func.length(commits.c.data).label("size")).where(
-                    commits.c.namespace_id == bytes(namespace_id), commits.c.id.in_(part)
-                )
-            )
-            sizes.update((bytes(row.id), int(row.size)) for row in rows)
-    return sizes
+        rows = tables.select_in(connection, query, commits.c.id, map(bytes, ids))
+        return {bytes(row.id): int(row.size) for row in rows}
 
 
 def fetch_commits(
     database: Database, namespace_id: NamespaceId, ids: Sequence[bytes]
 ) -> dict[bytes, bytes]:
     commits = tables.commits
+    query = sa.select(commits.c.id, commits.c.data).where(
+        commits.c.namespace_id == bytes(namespace_id)
+    )
     with database.read() as connection:
-        rows = connection.execute(
-            sa.select(commits.c.id, commits.c.data).where(
-                commits.c.namespace_id == bytes(namespace_id), commits.c.id.in_(ids)
-            )
-        )
+        rows = tables.select_in(connection, query, commits.c.id, ids)
         return {bytes(row.id): bytes(row.data) for row in rows}
 
 

@@ -1,5 +1,6 @@
-"""The metadata database: the schema (SQLAlchemy Core), how an engine is opened, and the
-one statement whose SQL differs by backend (``upsert``).
+"""The metadata database: the schema (SQLAlchemy Core), how an engine is opened, the one
+statement whose SQL differs by backend (``upsert``), and how a long list of ids is cut
+into ``IN (...)`` lists (``in_batches``, ``select_in``).
 
 One schema serves SQLite (the embedded default, WAL mode) and PostgreSQL (scale-out), so
 every query elsewhere is written once in SQLAlchemy Core; ``upsert`` is the one place that
@@ -19,13 +20,20 @@ Invariants, next to the tables they govern:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+T = TypeVar("T")
+
+# Values per ``IN (...)`` list: far below the bound on variables in one statement (SQLite
+# 999 before 3.32 and 32766 since, PostgreSQL 65535), leaving room for the other ones.
+IN_CLAUSE_IDS: Final = 500
 
 metadata = sa.MetaData()
 
@@ -253,6 +261,28 @@ def upsert_statement(
     return statement.on_conflict_do_update(
         index_elements=keys, set_={name: excluded[name] for name in refresh}
     )
+
+
+def in_batches(values: Iterable[T], size: int = IN_CLAUSE_IDS) -> Iterator[list[T]]:
+    """``values`` in order, in lists of ``size`` (the last one shorter): one ``IN (...)``
+    list each, for a statement or a transaction per batch."""
+    remaining = iter(values)
+    while batch := list(itertools.islice(remaining, size)):
+        yield batch
+
+
+def select_in(
+    connection: sa.Connection,
+    query: sa.Select[Any],
+    column: sa.ColumnElement[Any],
+    values: Iterable[Any],
+    size: int = IN_CLAUSE_IDS,
+) -> Iterator[sa.Row[Any]]:
+    """The rows of ``query`` where ``column`` is one of ``values``, one statement per batch
+    of them. Each value is asked once, so a unique ``column`` gives each row once (an
+    aggregate ``query`` gives one row per batch)."""
+    for batch in in_batches(dict.fromkeys(values), size):
+        yield from connection.execute(query.where(column.in_(batch)))
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -43,28 +43,17 @@ def require_role(
     return role  # type: ignore[no-any-return]
 
 
-# Ids per IN (...) clause: well under SQLite's limit on bound parameters.
-_IN_CLAUSE_IDS = 500
-
-
 def referenced_objects(
     connection: sa.Connection, namespace_id: NamespaceId, ids: Iterable[bytes], kind: str
 ) -> set[bytes]:
     """Those of ``ids`` the namespace references as ``kind`` (``"c"`` chunk, ``"t"`` tree):
     the rows of ``namespace_objects`` that authorize reading them through it."""
     table = tables.namespace_objects
-    unique = list(dict.fromkeys(bytes(object_id) for object_id in ids))
-    found: set[bytes] = set()
-    for start in range(0, len(unique), _IN_CLAUSE_IDS):
-        rows = connection.execute(
-            sa.select(table.c.object_id).where(
-                table.c.namespace_id == bytes(namespace_id),
-                table.c.kind == kind,
-                table.c.object_id.in_(unique[start : start + _IN_CLAUSE_IDS]),
-            )
-        )
-        found.update(bytes(row.object_id) for row in rows)
-    return found
+    query = sa.select(table.c.object_id).where(
+        table.c.namespace_id == bytes(namespace_id), table.c.kind == kind
+    )
+    rows = tables.select_in(connection, query, table.c.object_id, map(bytes, ids))
+    return {bytes(row.object_id) for row in rows}
 
 
 def create_namespace(

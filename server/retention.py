@@ -44,7 +44,7 @@ the event loop. Nothing else deletes commits' trees or chunks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -69,8 +69,6 @@ _DAY_NS: Final = 24 * _HOUR_NS
 # Idempotent replies are kept this long: a client that resends a batch later than this
 # (after a month offline with its reply lost) may see it applied twice.
 IDEMPOTENCY_TTL_S: Final = 30 * 24 * 3600
-# Ids per SQL statement and per deleting transaction.
-_BATCH: Final = 500
 
 
 # --- thinning ----------------------------------------------------------------------------
@@ -111,11 +109,6 @@ def commits_to_keep(
     return keep
 
 
-def _batched(items: Sequence[bytes], size: int = _BATCH) -> Iterable[Sequence[bytes]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def thin(
     database: Database, namespace_id: NamespaceId, policy: RetentionPolicy, now_ns: int
 ) -> int:
@@ -133,7 +126,7 @@ def thin(
         commits = [CommitTime(bytes(row.id), row.sequence, row.time_ns) for row in rows]
         keep = commits_to_keep(commits, bytes(head) if head is not None else None, policy, now_ns)
         dropped = [commit.commit_id for commit in commits if commit.commit_id not in keep]
-        for batch in _batched(dropped):
+        for batch in tables.in_batches(dropped):
             connection.execute(table.update().where(table.c.id.in_(batch)).values(retained=False))
     return len(dropped)
 
@@ -206,7 +199,7 @@ def _rebuild_objects(
         if (object_id, kind) not in present
     ]
     with database.write() as connection:
-        for batch in _batched(stale):
+        for batch in tables.in_batches(stale):
             result = connection.execute(
                 table.delete().where(
                     table.c.namespace_id == ns,
@@ -215,22 +208,21 @@ def _rebuild_objects(
                 )
             )
             report.rows_removed += result.rowcount
-        if absent:  # rows a retained commit needs but lacks (a repair; normally none)
-            for start in range(0, len(absent), _BATCH):
-                part = absent[start : start + _BATCH]
-                existing = {
-                    bytes(row.object_id)
-                    for row in connection.execute(
-                        sa.select(table.c.object_id).where(
-                            table.c.namespace_id == ns,
-                            table.c.object_id.in_([row["object_id"] for row in part]),
-                        )
+        # Rows a retained commit needs but lacks (a repair; normally none).
+        for part in tables.in_batches(absent):
+            existing = {
+                bytes(row.object_id)
+                for row in connection.execute(
+                    sa.select(table.c.object_id).where(
+                        table.c.namespace_id == ns,
+                        table.c.object_id.in_([row["object_id"] for row in part]),
                     )
-                }
-                fresh = [row for row in part if row["object_id"] not in existing]
-                if fresh:
-                    connection.execute(table.insert(), fresh)
-                    report.rows_added += len(fresh)
+                )
+            }
+            fresh = [row for row in part if row["object_id"] not in existing]
+            if fresh:
+                connection.execute(table.insert(), fresh)
+                report.rows_added += len(fresh)
 
 
 def _unreferenced(kind: str, id_column: sa.Column[bytes]) -> sa.ColumnElement[bool]:
@@ -245,7 +237,7 @@ def _sweep_trees(database: Database, report: GcReport) -> None:
         candidates = [
             bytes(row.id) for row in connection.execute(sa.select(table.c.id).where(condition))
         ]
-    for batch in _batched(candidates):
+    for batch in tables.in_batches(candidates):
         with database.write() as connection:
             result = connection.execute(table.delete().where(table.c.id.in_(batch), condition))
             report.trees_removed += result.rowcount
@@ -258,7 +250,7 @@ def _sweep_chunks(state: ServerState, cutoff_ns: int, report: GcReport) -> None:
         candidates = [
             bytes(row.id) for row in connection.execute(sa.select(table.c.id).where(condition))
         ]
-    for batch in _batched(candidates):
+    for batch in tables.in_batches(candidates):
         with state.db.write() as connection:
             doomed = connection.execute(
                 sa.select(table.c.id, table.c.stored_bytes)
@@ -282,7 +274,7 @@ def _sweep_orphan_blobs(state: ServerState, cutoff_ns: int, report: GcReport) ->
     the cutoff, and one that wants an orphan's content writes the blob anew (its rows are
     what it checks), so neither is touched."""
     candidates = [bytes(chunk_id) for chunk_id in state.blobs.ids_older_than(cutoff_ns)]
-    for batch in _batched(candidates):
+    for batch in tables.in_batches(candidates):
         with state.db.write() as connection:
             known = {
                 bytes(row.id)
