@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from server import db as tables
 from server.auth import Caller
+from server.paging import parse_cursor
 from server.state import now_ns
 from store import protocol
 from store.ids import NamespaceId
@@ -39,8 +40,6 @@ Outcome = Literal["success", "failure"]
 _MAX_DETAIL_KEY_CHARS = 64
 _MAX_DETAIL_VALUE_CHARS = 1024
 _MAX_ADDRESS_CHARS = 64
-# A cursor is the id of the last record of the previous page, in decimal.
-_MAX_CURSOR_DIGITS = 19
 
 
 def append(
@@ -117,7 +116,7 @@ def read_page(
     table = tables.audit
     query = sa.select(table).where(table.c.user_id == user_id)
     if cursor is not None:
-        query = query.where(table.c.id < _parse_cursor(cursor))
+        query = query.where(table.c.id < parse_cursor(cursor, "an audit page cursor"))
     rows = list(connection.execute(query.order_by(table.c.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -125,12 +124,6 @@ def read_page(
         records=tuple(_record(row) for row in rows),
         next_cursor=str(rows[-1].id) if more else None,
     )
-
-
-def _parse_cursor(cursor: str) -> int:
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= _MAX_CURSOR_DIGITS):
-        raise protocol.BadRequestError("not an audit page cursor", {"field": "cursor"})
-    return int(cursor)
 
 
 def _record(row: sa.Row[Any]) -> protocol.AuditRecord:

@@ -46,6 +46,7 @@ from server.namespaces import (
     referenced_objects,
     require_role,
 )
+from server.paging import parse_cursor
 from server.routing import chunk_id_param, endpoint, namespace_id_param
 from server.state import ServerState, now_ns
 from store import protocol
@@ -392,7 +393,8 @@ def log_page(
         commits.c.namespace_id == bytes(namespace_id), commits.c.retained == sa.true()
     )
     if query.cursor is not None:
-        statement = statement.where(commits.c.sequence < _parse_log_cursor(query.cursor))
+        before = parse_cursor(query.cursor, "a log page cursor")
+        statement = statement.where(commits.c.sequence < before)
     statement = statement.order_by(commits.c.sequence.desc()).limit(query.limit + 1)
     with database.read() as connection:
         require_role(connection, namespace_id, user_id, "viewer")
@@ -411,15 +413,6 @@ def log_page(
     return protocol.LogPage(
         commits=tuple(infos), next_cursor=str(rows[-1].sequence) if more else None
     )
-
-
-_MAX_SEQUENCE_DIGITS: Final = 19
-
-
-def _parse_log_cursor(cursor: str) -> int:
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= _MAX_SEQUENCE_DIGITS):
-        raise protocol.BadRequestError("not a log page cursor", {"field": "cursor"})
-    return int(cursor)
 
 
 def namespace_list(database: Database, user_id: int) -> protocol.NamespaceList:

@@ -38,6 +38,7 @@ from server.commits import (
 )
 from server.db import Database
 from server.namespaces import referenced_objects, require_role
+from server.paging import parse_cursor
 from server.routing import endpoint, namespace_id_param
 from server.state import ServerState
 from store import protocol
@@ -50,7 +51,6 @@ router = APIRouter()
 
 # Commits one versions page looks at, at most (each costs a lookup of the path).
 MAX_SCAN_COMMITS: Final = 2000
-_MAX_CURSOR_DIGITS: Final = 19
 
 _State = tuple[EntryKind, ContentHash | None, TreeId | None, bytes] | None
 
@@ -60,14 +60,6 @@ def _state(entry: FileEntry | None) -> _State:
     if entry is None:
         return None
     return (entry.kind, entry.content_hash, entry.tree_id, entry.target)
-
-
-def _parse_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= _MAX_CURSOR_DIGITS):
-        raise protocol.BadRequestError("not a versions page cursor", {"field": "cursor"})
-    return int(cursor)
 
 
 def _path_states(
@@ -93,7 +85,9 @@ def list_versions(
     request: protocol.VersionsRequest,
 ) -> protocol.VersionsPage:
     """One page of the versions of ``request.path``, newest first. Needs viewer."""
-    before = _parse_cursor(request.cursor)
+    before = (
+        None if request.cursor is None else parse_cursor(request.cursor, "a versions page cursor")
+    )
     versions: list[protocol.FileVersion] = []
     next_cursor: str | None = None
     with database.read() as connection:
