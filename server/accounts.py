@@ -1,6 +1,6 @@
 """Accounts and sessions: register, login (throttled), logout, whoami, sessions, audit page.
 
-Owns the ``users``, ``sessions`` and ``login_throttle`` tables (``server.auth`` reads
+Owns the ``users``, ``sessions`` and ``login_throttle`` tables (``server.sessions`` reads
 sessions to authenticate a token; it never writes them beyond ``last_seen_ns``). Passwords
 are hashed with argon2id (argon2-cffi's ``PasswordHasher``) in a worker thread; no
 password, hash or token ever reaches a log, an audit record or a reply (the token once,
@@ -29,13 +29,14 @@ from typing import Annotated
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from server import audit, namespaces
 from server import db as tables
-from server.auth import Caller, caller, client_address, hash_token, new_token, server_state
+from server.auth import CallerDep, client_address, server_state
 from server.db import Database
 from server.routing import endpoint
+from server.sessions import Caller, hash_token, new_token
 from server.state import now_ns
 from store import protocol
 from store.errors import NotFoundError
@@ -395,8 +396,6 @@ def audit_page(database: Database, who: Caller, query: protocol.AuditQuery) -> p
 
 # --- routes ---------------------------------------------------------------------------------
 
-CurrentCaller = Annotated[Caller, Depends(caller)]
-
 
 @endpoint(router, protocol.REGISTER)
 async def register(request: Request, body: protocol.RegisterRequest) -> protocol.AccountInfo:
@@ -419,26 +418,26 @@ async def login(request: Request, body: protocol.LoginRequest) -> protocol.Login
 
 
 @endpoint(router, protocol.LOGOUT)
-async def logout(request: Request, who: CurrentCaller) -> None:
+async def logout(request: Request, who: CallerDep) -> None:
     state = server_state(request)
     await state.run(revoke_session, state.db, who, who.session_id, now_ns())
     state.events.publish()  # open event streams re-check their session and end
 
 
 @endpoint(router, protocol.WHOAMI)
-async def me(request: Request, who: CurrentCaller) -> protocol.WhoAmI:
+async def me(request: Request, who: CallerDep) -> protocol.WhoAmI:
     state = server_state(request)
     return await state.run(whoami, state.db, who)
 
 
 @endpoint(router, protocol.SESSIONS)
-async def sessions(request: Request, who: CurrentCaller) -> protocol.SessionList:
+async def sessions(request: Request, who: CallerDep) -> protocol.SessionList:
     state = server_state(request)
     return await state.run(list_sessions, state.db, who, now_ns())
 
 
 @endpoint(router, protocol.REVOKE_SESSION)
-async def revoke(request: Request, session_id: str, who: CurrentCaller) -> None:
+async def revoke(request: Request, session_id: str, who: CallerDep) -> None:
     session_id = protocol.parse_session_id(session_id)
     state = server_state(request)
     await state.run(revoke_session, state.db, who, session_id, now_ns())
@@ -447,7 +446,7 @@ async def revoke(request: Request, session_id: str, who: CurrentCaller) -> None:
 
 @endpoint(router, protocol.AUDIT_LOG)
 async def audit_log(
-    request: Request, query: Annotated[protocol.AuditQuery, Query()], who: CurrentCaller
+    request: Request, query: Annotated[protocol.AuditQuery, Query()], who: CallerDep
 ) -> protocol.AuditPage:
     state = server_state(request)
     return await state.run(audit_page, state.db, who, query)

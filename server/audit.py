@@ -27,8 +27,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from server import db as tables
-from server.auth import Caller
 from server.paging import parse_cursor
+from server.sessions import Caller
 from server.state import now_ns
 from store import protocol
 from store.ids import NamespaceId

@@ -60,8 +60,8 @@ from merge3 import Merge3
 
 from server import audit
 from server import db as tables
-from server.auth import Caller
 from server.namespaces import referenced_objects, require_role
+from server.sessions import Caller
 from server.state import ServerState, now_ns
 from store import protocol
 from store.chunking import ChunkStream

@@ -30,13 +30,13 @@ from typing import Annotated, Any, Final, TypeVar
 
 import anyio
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from server import audit
 from server import db as tables
-from server.auth import Caller, caller, server_state
+from server.auth import CallerDep, server_state
 from server.blobstore import BlobStore
 from server.db import Database
 from server.namespaces import (
@@ -48,6 +48,7 @@ from server.namespaces import (
 )
 from server.paging import parse_cursor
 from server.routing import chunk_id_param, endpoint, namespace_id_param
+from server.sessions import Caller
 from server.state import ServerState, now_ns
 from store import protocol
 from store.crypto import Keyring
@@ -60,8 +61,6 @@ from store.objects import EMPTY_TREE, decode_commit
 _log = logging.getLogger(__name__)
 
 router = APIRouter()
-
-CallerDep = Annotated[Caller, Depends(caller)]
 
 # An upload is verified, sealed and stored in batches of at least this many frame bytes
 # (or FLUSH_RECORDS records), so the memory an upload holds is about one batch plus one

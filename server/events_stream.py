@@ -21,9 +21,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from server import db as tables
-from server.auth import Caller, CallerDep, authenticate, server_state
+from server.auth import CallerDep, server_state
 from server.db import Database
 from server.routing import endpoint
+from server.sessions import Caller, authenticate
 from server.state import ServerState
 from store import protocol
 from store.errors import StoreError

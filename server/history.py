@@ -24,7 +24,7 @@ from typing import Final
 
 from fastapi import APIRouter, Request
 
-from server.auth import Caller, CallerDep, server_state
+from server.auth import CallerDep, server_state
 from server.commits import (
     DbTrees,
     Plan,
@@ -40,6 +40,7 @@ from server.db import Database
 from server.namespaces import referenced_objects, require_role
 from server.paging import parse_cursor
 from server.routing import endpoint, namespace_id_param
+from server.sessions import Caller
 from server.state import ServerState
 from store import protocol
 from store.errors import ConflictError, NotFoundError

@@ -17,7 +17,7 @@ from httpx import Response
 
 from server import commits
 from server import db as tables
-from server.auth import Caller
+from server.sessions import Caller
 from server.state import ServerState
 from store import protocol
 from store.chunking import ChunkStream

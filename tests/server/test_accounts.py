@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 import server.accounts
 import server.audit
-import server.auth
+import server.sessions
 import server.state
 from server import db as tables
 from server.app import create_app
@@ -55,7 +55,7 @@ def cheap_hasher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    for module in (server.state, server.auth, server.accounts, server.audit):
+    for module in (server.state, server.sessions, server.accounts, server.audit):
         monkeypatch.setattr(module, "now_ns", clock)
     return clock
 

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from server import audit
 from server import db as tables
-from server.auth import Caller
 from server.db import Database, sqlite_url
+from server.sessions import Caller
 from store import protocol
 from store.ids import NamespaceId
 
