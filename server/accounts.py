@@ -1,4 +1,5 @@
-"""Accounts and sessions: register, login (throttled), logout, whoami, sessions, audit page.
+"""Accounts and sessions: register, login (throttled), logout, whoami, sessions, audit page
+(the routes are ``server.routes.accounts``).
 
 Owns the ``users``, ``sessions`` and ``login_throttle`` tables (``server.sessions`` reads
 sessions to authenticate a token; it never writes them beyond ``last_seen_ns``). Passwords
@@ -13,8 +14,8 @@ growing delay (``rate_limited`` with ``retry_after_s``) falls on any username al
 attempt is counted before the password is checked, in one transaction with the lock test,
 so a burst of parallel guesses cannot slip past the lock.
 
-Handlers are ``async`` and do their SQL and hashing through ``state.run``; the blocking
-functions below take the database (or a connection) so tests can call them directly.
+Blocking (SQL, argon2): the handlers run these functions through ``state.run``; they take
+the database (or a connection) so tests can call them directly.
 """
 
 from __future__ import annotations
@@ -24,24 +25,17 @@ import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
-from fastapi import APIRouter, Query, Request
 
 from server import audit, namespaces
 from server import db as tables
-from server.auth import CallerDep, client_address, server_state
 from server.db import Database
-from server.routing import endpoint
 from server.sessions import Caller, hash_token, new_token
-from server.state import now_ns
 from store import protocol
 from store.errors import NotFoundError
-
-router = APIRouter()
 
 _SECOND_NS = 10**9
 # Throttle: this many failures in a row cost nothing; each further one locks the username
@@ -392,61 +386,3 @@ def list_sessions(database: Database, who: Caller, now: int) -> protocol.Session
 def audit_page(database: Database, who: Caller, query: protocol.AuditQuery) -> protocol.AuditPage:
     with database.read() as connection:
         return audit.read_page(connection, who.user_id, query.cursor, query.limit)
-
-
-# --- routes ---------------------------------------------------------------------------------
-
-
-@endpoint(router, protocol.REGISTER)
-async def register(request: Request, body: protocol.RegisterRequest) -> protocol.AccountInfo:
-    state = server_state(request)
-    password_hash = await state.run(hash_password, body.password)
-    return await state.run(
-        register_account, state.db, body, password_hash, client_address(request), now_ns()
-    )
-
-
-@endpoint(router, protocol.LOGIN)
-async def login(request: Request, body: protocol.LoginRequest) -> protocol.LoginResponse:
-    state = server_state(request)
-    address = client_address(request)
-    attempt = await state.run(begin_login, state.db, body, address, now_ns())
-    check = await state.run(check_password, attempt.password_hash, body.password)
-    return await state.run(
-        finish_login, state.db, attempt, check, state.settings.session_lifetime_s, now_ns()
-    )
-
-
-@endpoint(router, protocol.LOGOUT)
-async def logout(request: Request, who: CallerDep) -> None:
-    state = server_state(request)
-    await state.run(revoke_session, state.db, who, who.session_id, now_ns())
-    state.events.publish()  # open event streams re-check their session and end
-
-
-@endpoint(router, protocol.WHOAMI)
-async def me(request: Request, who: CallerDep) -> protocol.WhoAmI:
-    state = server_state(request)
-    return await state.run(whoami, state.db, who)
-
-
-@endpoint(router, protocol.SESSIONS)
-async def sessions(request: Request, who: CallerDep) -> protocol.SessionList:
-    state = server_state(request)
-    return await state.run(list_sessions, state.db, who, now_ns())
-
-
-@endpoint(router, protocol.REVOKE_SESSION)
-async def revoke(request: Request, session_id: str, who: CallerDep) -> None:
-    session_id = protocol.parse_session_id(session_id)
-    state = server_state(request)
-    await state.run(revoke_session, state.db, who, session_id, now_ns())
-    state.events.publish()  # the revoked device's event stream re-checks and ends
-
-
-@endpoint(router, protocol.AUDIT_LOG)
-async def audit_log(
-    request: Request, query: Annotated[protocol.AuditQuery, Query()], who: CallerDep
-) -> protocol.AuditPage:
-    state = server_state(request)
-    return await state.run(audit_page, state.db, who, query)

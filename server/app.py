@@ -23,8 +23,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server import accounts, content, events_stream, history, ops, retention
-from server.routing import endpoint
+from server import retention
+from server.routes import accounts, content, events, history, ops
+from server.routes.endpoint import endpoint
 from server.settings import Settings
 from server.state import ServerState
 from store import protocol
@@ -159,7 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> protocol.Health:
         return protocol.Health(server_version=version("boxfs"))
 
-    for module in (accounts, content, ops, history, events_stream):
+    for module in (accounts, content, ops, history, events):
         app.include_router(module.router)
     app.add_middleware(ProtocolGuard)
     return app

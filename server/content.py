@@ -1,5 +1,5 @@
-"""Content routes: namespaces and heads, chunks (missing, upload, download, one), trees,
-commits and the commit log of a namespace.
+"""Content: namespaces and heads, chunks (missing, upload, download, one), trees, commits
+and the commit log of a namespace, behind the routes of ``server.routes.content``.
 
 Owns how content enters and leaves the server, and the authorization rule of DESIGN.md §3:
 an object is served only through a namespace the caller can read that references it (a
@@ -13,30 +13,26 @@ Upload: the record-stream body is read incrementally and handled in batches of a
 sealed (``Keyring.seal``) and written durably to the blob store, and only then are its
 ``chunks`` and ``namespace_objects`` rows written. Downloads stream one blob at a time.
 
-It must not: write trees, commits or heads (the commit path, ``server.ops``), delete blobs
-or rows (GC), or hold a whole request or reply body in memory.
+It must not: write trees, commits or heads (the commit path, ``server.commits``), delete
+blobs or rows (GC), hold a whole request or reply body in memory, or know HTTP.
 
-Who calls it: FastAPI, through ``router`` (included by ``server.app``). Handlers run on the
-event loop and do every query, blob read, hash and seal through ``state.run``; the blocking
-functions below take the database, blob store or keyring, so tests can call them directly.
+Who calls it: the handlers of ``server.routes.content``, on the event loop, which do every
+query, blob read, hash and seal through ``state.run``; the blocking functions below take
+the database, blob store or keyring, so tests can call them directly.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response, StreamingResponse
-from starlette.requests import ClientDisconnect
 
 from server import audit
 from server import db as tables
-from server.auth import CallerDep, server_state
 from server.blobstore import BlobStore
 from server.db import Database
 from server.namespaces import (
@@ -47,7 +43,6 @@ from server.namespaces import (
     require_role,
 )
 from server.paging import parse_cursor
-from server.routing import chunk_id_param, endpoint, namespace_id_param
 from server.sessions import Caller
 from server.state import ServerState, now_ns
 from store import protocol
@@ -55,12 +50,9 @@ from store.crypto import Keyring
 from store.errors import IntegrityError, NotFoundError, StoreError
 from store.frames import decode_frame
 from store.ids import ChunkId, CommitId, NamespaceId, TreeId
-from store.merkle import EMPTY_TREE_ID
-from store.objects import EMPTY_TREE, decode_commit
+from store.objects import decode_commit
 
 _log = logging.getLogger(__name__)
-
-router = APIRouter()
 
 # An upload is verified, sealed and stored in batches of at least this many frame bytes
 # (or FLUSH_RECORDS records), so the memory an upload holds is about one batch plus one
@@ -73,8 +65,6 @@ PIPELINE_BATCHES: Final = 2
 UPLOAD_WORKERS: Final = 4
 # Trees and commits are read from the database in groups of about this many bytes.
 FETCH_BYTES: Final = 4 * 1024 * 1024
-# A streamed reply is produced in a worker thread in steps of about this many bytes.
-PUMP_BYTES: Final = 256 * 1024
 
 _CHUNK: Final = "c"
 _TREE: Final = "t"
@@ -549,156 +539,3 @@ async def _store_batch(
         if isinstance(item, IntegrityError):
             raise item
     return [item.chunk_id for item in stored]
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for piece in request.stream():
-            yield piece
-    except ClientDisconnect as exc:
-        raise protocol.BadRequestError("the client went away in the middle of the body") from exc
-
-
-# --- async: streamed replies -----------------------------------------------------------------
-
-
-def _take(pieces: Iterator[bytes], min_bytes: int) -> list[bytes]:
-    """Pull pieces until they add up to ``min_bytes`` or the stream ends ([] at its end)."""
-    taken: list[bytes] = []
-    total = 0
-    for piece in pieces:
-        taken.append(piece)
-        total += len(piece)
-        if total >= min_bytes:
-            break
-    return taken
-
-
-async def _pump(state: ServerState, pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
-    # The record generator reads blobs and rows: each step of it runs in a worker thread.
-    while True:
-        taken = await state.run(_take, pieces, PUMP_BYTES)
-        if not taken:
-            return
-        for piece in taken:
-            yield piece
-
-
-def _record_stream(
-    state: ServerState, id_type: type[IdT], records: Iterator[protocol.Record[IdT]]
-) -> StreamingResponse:
-    pieces = protocol.encode_record_stream(id_type, records)
-    return StreamingResponse(_pump(state, pieces), media_type=protocol.RECORD_STREAM_MEDIA_TYPE)
-
-
-# --- routes ----------------------------------------------------------------------------------
-
-
-@endpoint(router, protocol.NAMESPACES)
-async def namespaces_route(request: Request, who: CallerDep) -> protocol.NamespaceList:
-    state = server_state(request)
-    return await state.run(namespace_list, state.db, who.user_id)
-
-
-@endpoint(router, protocol.HEAD)
-async def head_route(namespace_id: str, request: Request, who: CallerDep) -> protocol.HeadInfo:
-    ns = namespace_id_param(namespace_id)
-    state = server_state(request)
-    return await state.run(namespace_head, state.db, ns, who.user_id)
-
-
-@endpoint(router, protocol.MISSING_CHUNKS)
-async def missing_chunks_route(
-    namespace_id: str, body: protocol.MissingChunksRequest, request: Request, who: CallerDep
-) -> protocol.MissingChunksResponse:
-    ns = namespace_id_param(namespace_id)
-    state = server_state(request)
-    missing = await state.run(missing_chunks, state.db, ns, who.user_id, body.ids)
-    return protocol.MissingChunksResponse(missing=tuple(missing))
-
-
-@endpoint(router, protocol.UPLOAD_CHUNKS)
-async def upload_chunks_route(
-    namespace_id: str, request: Request, who: CallerDep
-) -> protocol.ChunkUploadResponse:
-    ns = namespace_id_param(namespace_id)
-    state = server_state(request)
-    await state.run(check_role, state.db, ns, who.user_id, "editor")
-    totals: dict[str, int] = {}
-    try:
-        stored = await receive_chunks(state, ns, who.user_id, _body(request), totals)
-    except StoreError as exc:
-        code = protocol.body_for(exc)[1].code
-        detail = {"error": code, **{key: str(value) for key, value in totals.items()}}
-        if isinstance(exc, IntegrityError):
-            detail["chunk_id"] = exc.expected
-        await state.run(audit_upload, state.db, ns, who, "failure", detail)
-        raise
-    detail = {key: str(value) for key, value in totals.items()}
-    await state.run(audit_upload, state.db, ns, who, "success", detail)
-    return protocol.ChunkUploadResponse(stored=tuple(stored))
-
-
-@endpoint(router, protocol.DOWNLOAD_CHUNKS)
-async def download_chunks_route(
-    namespace_id: str, body: protocol.ChunksRequest, request: Request, who: CallerDep
-) -> Response:
-    ns = namespace_id_param(namespace_id)
-    state = server_state(request)
-    readable = await state.run(readable_chunks, state.db, ns, who, body.ids)
-    records = chunk_records(state.blobs, state.keyring, body.ids, readable)
-    return _record_stream(state, ChunkId, records)
-
-
-@endpoint(router, protocol.CHUNK)
-async def chunk_route(
-    namespace_id: str, chunk_id: str, request: Request, who: CallerDep
-) -> Response:
-    ns = namespace_id_param(namespace_id)
-    wanted = chunk_id_param(chunk_id)
-    state = server_state(request)
-    frame = await state.run(readable_frame, state, ns, who, wanted)
-    return Response(content=frame, media_type=protocol.FRAME_MEDIA_TYPE)
-
-
-_EMPTY_TREE: Final = {bytes(EMPTY_TREE_ID): EMPTY_TREE.encode()}
-
-
-@endpoint(router, protocol.TREES)
-async def trees_route(
-    namespace_id: str, body: protocol.TreesRequest, request: Request, who: CallerDep
-) -> Response:
-    ns = namespace_id_param(namespace_id)
-    state = server_state(request)
-    sizes = await state.run(readable_tree_sizes, state.db, ns, who.user_id, body.ids)
-
-    def fetch(ids: list[bytes]) -> dict[bytes, bytes]:
-        return fetch_trees(state.db, ids)
-
-    return _record_stream(state, TreeId, object_records(body.ids, sizes, fetch, _EMPTY_TREE))
-
-
-@endpoint(router, protocol.COMMITS)
-async def commits_route(
-    namespace_id: str, body: protocol.CommitsRequest, request: Request, who: CallerDep
-) -> Response:
-    ns = namespace_id_param(namespace_id)
-    state = server_state(request)
-    sizes = await state.run(readable_commit_sizes, state.db, ns, who.user_id, body.ids)
-
-    def fetch(ids: list[bytes]) -> dict[bytes, bytes]:
-        return fetch_commits(state.db, ns, ids)
-
-    return _record_stream(state, CommitId, object_records(body.ids, sizes, fetch, {}))
-
-
-@endpoint(router, protocol.LOG)
-async def log_route(
-    namespace_id: str,
-    query: Annotated[protocol.LogQuery, Query()],
-    request: Request,
-    who: CallerDep,
-) -> protocol.LogPage:
-    ns = namespace_id_param(namespace_id)
-    state = server_state(request)
-    return await state.run(log_page, state.db, ns, who.user_id, query)

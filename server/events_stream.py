@@ -8,7 +8,8 @@ head of each namespace and diffs trees from what it had (the commit chain is the
 
 Each wake-up re-checks the session, so a stream ends soon after its token is revoked,
 and re-reads the memberships, so a namespace the caller lost stops reporting at once.
-Runs on the event loop; its database reads go through worker threads.
+Runs on the event loop, under the route of ``server.routes.events``; its database reads go
+through worker threads.
 """
 
 from __future__ import annotations
@@ -17,13 +18,9 @@ import logging
 from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
 from server import db as tables
-from server.auth import CallerDep, server_state
 from server.db import Database
-from server.routing import endpoint
 from server.sessions import Caller, authenticate
 from server.state import ServerState
 from store import protocol
@@ -31,8 +28,6 @@ from store.errors import StoreError
 from store.ids import CommitId, NamespaceId
 
 _log = logging.getLogger(__name__)
-
-router = APIRouter()
 
 
 def readable_heads(database: Database, user_id: int) -> list[protocol.Event]:
@@ -85,14 +80,3 @@ async def event_stream(
                 yield protocol.encode_event(event)
         if not await state.events.wait(state.settings.heartbeat_s):
             yield protocol.encode_heartbeat()
-
-
-@endpoint(router, protocol.EVENTS)
-async def events(request: Request, who: CallerDep) -> StreamingResponse:
-    state = server_state(request)
-    token = protocol.parse_bearer(request.headers.get(protocol.AUTHORIZATION_HEADER))
-    return StreamingResponse(
-        event_stream(state, who, token, request.headers.get("last-event-id")),
-        media_type=protocol.EVENT_STREAM_MEDIA_TYPE,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )

@@ -1,4 +1,4 @@
-"""History routes: the versions of one path, and restoring a path as it was at a commit.
+"""History: the versions of one path, and restoring a path as it was at a commit.
 
 Owns what history means to a user. ``list_versions`` walks the retained commits of a
 namespace newest first and reports the commits where the path's state changed: it
@@ -12,8 +12,8 @@ retained commit, as a new commit on top of the head through the commit engine
 history), missing parent folders are recreated from that commit, and history is never
 rewritten.
 
-It must not write anything except through the commit engine. Called by FastAPI through
-``router`` (included by ``server.app``); the blocking functions run in worker threads.
+It must not write anything except through the commit engine. Called by the handlers of
+``server.routes.history``; the blocking functions run in worker threads.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Final
 
-from fastapi import APIRouter, Request
-
-from server.auth import CallerDep, server_state
 from server.commits import (
     DbTrees,
     Plan,
@@ -39,7 +36,6 @@ from server.commits import (
 from server.db import Database
 from server.namespaces import referenced_objects, require_role
 from server.paging import parse_cursor
-from server.routing import endpoint, namespace_id_param
 from server.sessions import Caller
 from server.state import ServerState
 from store import protocol
@@ -47,8 +43,6 @@ from store.errors import ConflictError, NotFoundError
 from store.ids import ChunkId, CommitId, ContentHash, NamespaceId, TreeId
 from store.merkle import EMPTY_TREE_ID, Delete, Edit, Mkdir, Put, apply_edits, lookup, walk
 from store.objects import EntryKind, FileEntry
-
-router = APIRouter()
 
 # Commits one versions page looks at, at most (each costs a lookup of the path).
 MAX_SCAN_COMMITS: Final = 2000
@@ -219,24 +213,3 @@ def restore(
         planner=lambda context: plan_restore(context, request.path, request.commit_id),
         audit_records=audit_records,
     )
-
-
-@endpoint(router, protocol.VERSIONS)
-async def versions_route(
-    request: Request, namespace_id: str, body: protocol.VersionsRequest, who: CallerDep
-) -> protocol.VersionsPage:
-    state = server_state(request)
-    namespace = namespace_id_param(namespace_id)
-    return await state.run(list_versions, state.db, who.user_id, namespace, body)
-
-
-@endpoint(router, protocol.RESTORE)
-async def restore_route(
-    request: Request, namespace_id: str, body: protocol.RestoreRequest, who: CallerDep
-) -> protocol.OpsBatchResponse:
-    state = server_state(request)
-    namespace = namespace_id_param(namespace_id)
-    response = await state.run(restore, state, who, namespace, body)
-    if response.commit_id is not None:
-        state.events.publish()
-    return response

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 import server.accounts
 import server.audit
+import server.routes.accounts
 import server.sessions
 import server.state
 from server import db as tables
@@ -55,7 +56,7 @@ def cheap_hasher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    for module in (server.state, server.sessions, server.accounts, server.audit):
+    for module in (server.state, server.sessions, server.routes.accounts, server.audit):
         monkeypatch.setattr(module, "now_ns", clock)
     return clock
 

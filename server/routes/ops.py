@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from server import commits
-from server.auth import CallerDep, server_state
-from server.routing import endpoint, namespace_id_param
+from server.routes.auth import CallerDep, server_state
+from server.routes.endpoint import endpoint, namespace_id_param
 from store import protocol
 
 router = APIRouter()
