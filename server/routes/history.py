@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from server.history import list_versions, restore
 from server.routes.auth import CallerDep, server_state
 from server.routes.endpoint import endpoint, namespace_id_param
+from server.routes.ops import commit_and_publish
 from store import protocol
 
 router = APIRouter()
@@ -32,7 +33,4 @@ async def restore_route(
 ) -> protocol.OpsBatchResponse:
     state = server_state(request)
     namespace = namespace_id_param(namespace_id)
-    response = await state.run(restore, state, who, namespace, body)
-    if response.commit_id is not None:
-        state.events.publish()
-    return response
+    return await commit_and_publish(state, restore, state, who, namespace, body)
