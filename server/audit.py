@@ -3,7 +3,7 @@
 Owns the ``audit`` table's use: ``append`` writes one record inside the caller's own
 transaction (so a record exists exactly when the action it describes was committed), and
 ``read_page`` reads a user's own records, newest first. It never decides anything: the
-route handlers (accounts, content, ops, history, sharing) call ``append`` with what they
+services (accounts, content, commits for ops and restores) call ``append`` with what they
 did; nothing ever updates or deletes a record.
 
 Storage: the table has columns for time, user, device, address and action; the rest of a

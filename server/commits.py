@@ -38,8 +38,8 @@ It must not: publish events (the async caller does, after the transaction), read
 bytes except for a merge, or write anything outside the one transaction of a commit
 (except merged chunks, whose blobs are written first, as an upload's are).
 
-Blocking: called from a worker thread through ``ServerState.run`` by ``server.ops`` and
-``server.history``; retention calls the readers.
+Blocking: called from a worker thread through ``ServerState.run`` by
+``server.routes.ops`` and ``server.history``; retention calls the readers.
 """
 
 from __future__ import annotations
