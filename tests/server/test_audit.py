@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from server import audit
 from server import db as tables
-from server.db import Database, sqlite_url
+from server.db import Database
 from server.sessions import Caller
 from store import protocol
 from store.ids import NamespaceId
@@ -20,15 +18,6 @@ ANA = Caller(
     user_id=1, username="ana", session_id="a" * 32, device_name="laptop", address="10.0.0.7"
 )
 NAMESPACE = NamespaceId(bytes(range(16)))
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database(sqlite_url(tmp_path))
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def page(

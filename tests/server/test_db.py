@@ -3,26 +3,15 @@ builds for PostgreSQL, and ``IN (...)`` lists cut into batches."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from server import db as tables
-from server.db import Database, sqlite_url
+from server.db import Database
 
 NAMESPACE = bytes(range(16))
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database(sqlite_url(tmp_path))
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _object(object_id: bytes, kind: str, added_ns: int) -> dict[str, object]:
@@ -36,22 +25,17 @@ def _objects(database: Database) -> set[tuple[bytes, str, int]]:
         return {(bytes(row.object_id), row.kind, row.added_ns) for row in rows}
 
 
-def test_upsert_without_refresh_keeps_the_first_row_and_adds_the_new_ones(
-    database: Database,
-) -> None:
-    with database.write() as connection:
-        tables.upsert(connection, tables.namespace_objects, [_object(b"a" * 32, "c", 1)])
-    with database.write() as connection:
-        tables.upsert(
-            connection,
-            tables.namespace_objects,
-            [_object(b"a" * 32, "t", 2), _object(b"b" * 32, "t", 3)],
-        )
-    assert _objects(database) == {(b"a" * 32, "c", 1), (b"b" * 32, "t", 3)}
-
-
-def test_upsert_with_refresh_sets_only_the_named_columns_of_an_existing_row(
-    database: Database,
+@pytest.mark.parametrize(
+    ("refresh", "after"),
+    [
+        pytest.param([], {(b"a" * 32, "c", 1), (b"b" * 32, "t", 6)}, id="existing-row-kept"),
+        pytest.param(
+            ["added_ns"], {(b"a" * 32, "c", 5), (b"b" * 32, "t", 6)}, id="named-columns-set"
+        ),
+    ],
+)
+def test_upsert_adds_new_rows_and_keeps_or_refreshes_an_existing_one(
+    database: Database, refresh: list[str], after: set[tuple[bytes, str, int]]
 ) -> None:
     with database.write() as connection:
         tables.upsert(connection, tables.namespace_objects, [_object(b"a" * 32, "c", 1)])
@@ -60,9 +44,9 @@ def test_upsert_with_refresh_sets_only_the_named_columns_of_an_existing_row(
             connection,
             tables.namespace_objects,
             [_object(b"a" * 32, "t", 5), _object(b"b" * 32, "t", 6)],
-            refresh=["added_ns"],
+            refresh=refresh,
         )
-    assert _objects(database) == {(b"a" * 32, "c", 5), (b"b" * 32, "t", 6)}
+    assert _objects(database) == after
 
 
 def test_upsert_of_no_rows_executes_nothing(database: Database) -> None:
