@@ -11,8 +11,9 @@ from typing import Final
 
 from store import protocol
 
-# Ids and sequences are 64-bit integers: 19 decimal digits at most.
+# Ids and sequences are signed 64-bit integers: 19 decimal digits at most, and at most this.
 MAX_CURSOR_DIGITS: Final = 19
+MAX_CURSOR_VALUE: Final = 2**63 - 1
 
 
 def parse_cursor(cursor: str, what: str) -> int:
@@ -20,4 +21,7 @@ def parse_cursor(cursor: str, what: str) -> int:
     for anything this server cannot have written, e.g. ``what="an audit page cursor"``."""
     if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= MAX_CURSOR_DIGITS):
         raise protocol.BadRequestError(f"not {what}", {"field": "cursor"})
-    return int(cursor)
+    position = int(cursor)
+    if position > MAX_CURSOR_VALUE:  # 19 digits may still overflow the database's integer
+        raise protocol.BadRequestError(f"not {what}", {"field": "cursor"})
+    return position

@@ -131,7 +131,7 @@ def test_pages_walk_newest_first_to_the_oldest(database: Database) -> None:
     assert page(database, ANA.user_id, limit=7).next_cursor is None
 
 
-@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "9" * 20, "\u0663"])
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "9" * 20, "9" * 19, str(2**63), "\u0663"])
 def test_a_cursor_the_server_did_not_make_is_bad_request(database: Database, cursor: str) -> None:
     with pytest.raises(protocol.BadRequestError, match="cursor"):
         page(database, ANA.user_id, cursor)
