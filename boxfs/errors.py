@@ -4,7 +4,7 @@ Errors that come from the server arrive as ``store.protocol`` classes (``Unautho
 ``NotFoundError``, ``UnavailableError``, ...), raised by ``boxfs.remote``; integrity and
 format problems are ``store.errors`` classes. This module adds what only a device has:
 its home (not logged in, a broken configuration) and bad user input on the command line.
-The CLI maps all of them to one line and an exit code (``boxfs.cli``).
+The CLI maps all of them to one line and an exit code (``boxfs.cli.exit_codes``).
 """
 
 from __future__ import annotations

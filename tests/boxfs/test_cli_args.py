@@ -7,18 +7,13 @@ import datetime as dt
 
 import pytest
 
-from boxfs.cli import (
-    ExitCode,
-    When,
-    base_for_put,
-    build_parser,
-    exit_code_for,
-    main,
-    parse_remote_path,
-    parse_when,
-    pick_version,
-    show_bytes,
-)
+from boxfs.cli import main
+from boxfs.cli.commands_history import When, parse_when, pick_version
+from boxfs.cli.drive import base_for_put
+from boxfs.cli.exit_codes import ExitCode, exit_code_for
+from boxfs.cli.output import show_bytes
+from boxfs.cli.parser import build_parser
+from boxfs.cli.paths import parse_remote_path
 from boxfs.errors import (
     HomeError,
     HomeInUseError,

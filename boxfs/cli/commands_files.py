@@ -1,0 +1,408 @@
+"""``ls``, ``get``, ``put``, ``mkdir``, ``mv`` and ``rm``: the drive at its head, through the
+server, no mount needed.
+
+Each command parses its paths (``boxfs.cli.paths``), reads and changes the drive through
+``boxfs.cli.drive`` and prints what happened: outcomes even with ``--quiet``, summaries
+without it. Its own exit code comes only from op results (``exit_for_results``); every
+other failure is an exception for ``parser.main``, which runs each command in one
+``trio.run``. It must not speak the protocol beyond building ops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import stat
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from boxfs.cli.drive import (
+    ChunkUploader,
+    DriveOp,
+    DriveView,
+    UploadStats,
+    apply_ops,
+    base_for_put,
+    deletes_below,
+    download_file,
+    download_to,
+    mkdir_op,
+    remember,
+    remember_puts,
+    same_leaf,
+    scan_file,
+    session_remote,
+)
+from boxfs.cli.exit_codes import ExitCode, exit_for_results
+from boxfs.cli.output import (
+    Context,
+    count,
+    describe_result,
+    format_time_ns,
+    human_size,
+    show_bytes,
+    show_path,
+)
+from boxfs.cli.paths import RemoteTarget, child_path, local_name, not_found, parse_remote_path
+from boxfs.errors import UsageError
+from store import protocol
+from store.errors import ConflictError, NotFoundError
+from store.ids import ContentHash
+from store.merkle import MemoryTrees, build_tree, walk
+from store.objects import EntryKind, FileEntry
+
+_KIND_FLAG: Final = {
+    EntryKind.FILE: stat.S_IFREG,
+    EntryKind.DIR: stat.S_IFDIR,
+    EntryKind.SYMLINK: stat.S_IFLNK,
+    EntryKind.FIFO: stat.S_IFIFO,
+    EntryKind.SOCKET: stat.S_IFSOCK,
+}
+
+
+def _long_line(entry: FileEntry, shown_name: str) -> str:
+    mode = stat.filemode(_KIND_FLAG[entry.kind] | entry.mode)
+    kind = entry.kind.name.lower()
+    size = "-" if entry.kind is EntryKind.DIR else str(entry.size)
+    name = shown_name
+    if entry.kind is EntryKind.SYMLINK:
+        name += f" -> {show_bytes(entry.target)}"
+    return f"{mode}  {kind:<7} {size:>12}  {format_time_ns(entry.mtime_ns)}  {name}"
+
+
+async def cmd_ls(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    target = parse_remote_path(args.path)
+    session = ctx.home.load_session()
+    async with session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        listed: list[tuple[FileEntry, str]]
+        if target.path is None:
+            listed = [(e, show_bytes(e.name)) for e in await view.tree(view.root)]
+        else:
+            entry = await view.lookup(target.path)
+            if entry is None:
+                raise not_found(target.path)
+            if entry.kind is EntryKind.DIR:
+                assert entry.tree_id is not None
+                listed = [(e, show_bytes(e.name)) for e in await view.tree(entry.tree_id)]
+            else:
+                listed = [(entry, show_path(target.path))]
+    for entry, shown in listed:
+        ctx.result(_long_line(entry, shown) if args.long else shown)
+    return ExitCode.OK
+
+
+async def cmd_get(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    source = parse_remote_path(args.remote_path)
+    if source.path is None:
+        raise UsageError("get needs the path of a file on the drive, not its root")
+    to_stdout = args.local_path == "-"
+    if not to_stdout and not Path(args.local_path).absolute().parent.is_dir():
+        raise NotFoundError("local folder", str(Path(args.local_path).parent))
+    session = ctx.home.load_session()
+    async with session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        entry = await view.lookup(source.path)
+        if entry is None:
+            raise not_found(source.path)
+        if entry.kind is EntryKind.DIR and args.recursive and not to_stdout:
+            return await _get_folder(ctx, view, source.path, entry, Path(args.local_path))
+        if entry.kind is not EntryKind.FILE:
+            kind = "a folder" if entry.kind is EntryKind.DIR else f"a {entry.kind.name.lower()}"
+            hint = " (get -r downloads a folder)" if entry.kind is EntryKind.DIR else ""
+            raise UsageError(f"{show_path(source.path)} is {kind}: get downloads one file{hint}")
+        with ctx.transfer(f"get {show_bytes(entry.name)}", entry.size) as transfer:
+            if to_stdout:
+                out = sys.stdout.buffer
+                await download_file(view, entry, out.write, transfer, ctx.limiter)
+                await trio.to_thread.run_sync(out.flush)
+                remember(ctx.home, view, {bytes(source.path): entry.content_hash})
+                return ExitCode.OK
+            destination = Path(args.local_path)
+            if destination.is_dir():
+                destination = destination / os.fsdecode(entry.name)
+            await download_to(view, entry, destination, transfer, ctx.limiter)
+        remember(ctx.home, view, {bytes(source.path): entry.content_hash})
+    ctx.say(f"got {show_path(source.path)} -> {destination} ({human_size(entry.size)})")
+    return ExitCode.OK
+
+
+async def _get_folder(
+    ctx: Context,
+    view: DriveView,
+    source: protocol.DrivePath,
+    folder: FileEntry,
+    destination: Path,
+) -> ExitCode:
+    """``get -r``: the folder and everything below it, into ``destination`` (or into
+    ``destination/NAME`` if that is an existing folder, as ``cp -r`` does). Each file is
+    verified and renamed into place as ``get`` does; symlinks and FIFOs are made as such,
+    sockets skipped (they mean nothing without their process)."""
+    if destination.is_dir():
+        destination = destination / os.fsdecode(folder.name)
+    assert folder.tree_id is not None
+    below = sorted((await view.subtree(folder.tree_id)).items())  # a folder before its content
+    total = sum(entry.size for _, entry in below if entry.kind is EntryKind.FILE)
+    seen: dict[bytes, ContentHash | None] = {}
+    destination.mkdir(exist_ok=True)
+    folders = [(destination, folder)]
+    with ctx.transfer(f"get {show_bytes(folder.name)}", total) as transfer:
+        for relative, entry in below:
+            local = destination / os.fsdecode(relative)
+            if entry.kind is EntryKind.DIR:
+                local.mkdir(exist_ok=True)
+                folders.append((local, entry))
+            elif entry.kind is EntryKind.FILE:
+                await download_to(view, entry, local, transfer, ctx.limiter)
+                seen[bytes(source) + b"/" + relative] = entry.content_hash
+            elif entry.kind is EntryKind.SOCKET:
+                ctx.say(f"skipped the socket {show_path(source)}/{show_bytes(relative)}")
+            else:
+                if local.is_symlink() or local.exists():
+                    local.unlink()
+                if entry.kind is EntryKind.SYMLINK:
+                    os.symlink(entry.target, local)
+                else:
+                    os.mkfifo(local, entry.mode & 0o777)
+    for local, entry in reversed(folders):  # after their content: a read-only folder too
+        os.chmod(local, entry.mode & 0o777)
+        os.utime(local, ns=(time.time_ns(), entry.mtime_ns))
+    remember(ctx.home, view, seen)
+    files = sum(entry.kind is EntryKind.FILE for _, entry in below)
+    ctx.say(f"got {show_path(source)} -> {destination} ({count(files, 'file')}, "
+            f"{human_size(total)})")  # fmt: skip
+    return ExitCode.OK
+
+
+async def cmd_put(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    target = parse_remote_path(args.remote_path)
+    local = Path(args.local_path)
+    try:
+        info = local.stat()
+    except FileNotFoundError:
+        raise NotFoundError("local file", str(local)) from None
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise UsageError(f"{local}: put takes a regular file or a folder")
+    name = local_name(local)
+    session = ctx.home.load_session()
+    async with session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        if stat.S_ISDIR(info.st_mode):
+            return await _put_tree(ctx, view=view, local=local, info=info, name=name, target=target)
+        return await _put_file(ctx, view=view, local=local, info=info, name=name, target=target)
+
+
+async def _put_file(
+    ctx: Context,
+    *,
+    view: DriveView,
+    local: Path,
+    info: os.stat_result,
+    name: bytes,
+    target: RemoteTarget,
+) -> ExitCode:
+    destination = target.path
+    existing = await view.lookup(destination) if destination is not None else None
+    if destination is None or target.inside or (existing and existing.kind is EntryKind.DIR):
+        destination = child_path(destination, name)
+        existing = await view.lookup(destination)
+    if existing is not None and existing.kind is EntryKind.DIR:
+        raise ConflictError(show_path(destination), "is a folder on the drive")
+    parents = await view.missing_parents(destination)
+    remote_name = destination.name
+    with ctx.transfer(f"put {local.name}", info.st_size) as transfer:
+        uploader = ChunkUploader(view.remote, view.namespace_id, ctx.limiter, transfer)
+        entry = await uploader.scan(lambda on_chunk: scan_file(local, remote_name, on_chunk))
+    if existing is not None and same_leaf(existing, entry):
+        remember(ctx.home, view, {bytes(destination): existing.content_hash})
+        ctx.result(f"unchanged: {show_path(destination)}")
+        return ExitCode.OK
+    seen = ctx.home.bases.get(view.namespace_id, bytes(destination))
+    base = base_for_put(seen, existing)
+    ops: list[protocol.PutOp | protocol.MkdirOp] = [mkdir_op(parent) for parent in parents]
+    ops.append(protocol.PutOp(path=destination, entry=protocol.entry_to_model(entry), base=base))
+    results = await apply_ops(view, ops)
+    remember_puts(ctx.home, view, ops, results)
+    ctx.result(describe_result(results[-1]))
+    for result in results[:-1]:  # a parent folder that could not be made
+        if result.status == "rejected":
+            ctx.result(describe_result(result))
+    ctx.say(_upload_summary(uploader.stats))
+    return exit_for_results(results)
+
+
+def _upload_summary(stats: UploadStats) -> str:
+    return (
+        f"sent {human_size(stats.sent_bytes)} in {count(stats.new_chunks, 'new chunk')} "
+        f"({count(stats.chunks, 'chunk')}, {human_size(stats.scanned_bytes)} in all)"
+    )
+
+
+def _tree_size(local: Path) -> int:
+    total = 0
+    for folder, _dirs, files in os.walk(local):
+        for file_name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, file_name)).st_size
+    return total
+
+
+async def _put_tree(
+    ctx: Context,
+    *,
+    view: DriveView,
+    local: Path,
+    info: os.stat_result,
+    name: bytes,
+    target: RemoteTarget,
+) -> ExitCode:
+    """A local folder mirrored into ``target``: created if missing, merged into if it
+    exists (new and changed files put, unchanged ones left, nothing deleted). A target
+    written with a trailing ``/`` or the root receives the folder under its own name."""
+    destination = target.path
+    if destination is None or target.inside:
+        destination = child_path(destination, name)
+    existing = await view.lookup(destination)
+    if existing is not None and existing.kind is not EntryKind.DIR:
+        raise ConflictError(show_path(destination), "exists on the drive and is not a folder")
+    remote_entries: dict[bytes, FileEntry] = {}
+    ops: list[protocol.PutOp | protocol.MkdirOp] = []
+    if existing is None:
+        ops.extend(mkdir_op(parent) for parent in await view.missing_parents(destination))
+        ops.append(mkdir_op(destination, info))
+    else:
+        assert existing.tree_id is not None
+        remote_entries = await view.subtree(existing.tree_id)
+    total = _tree_size(local) if ctx.shows_progress else None
+    with ctx.transfer(f"put {local.name}", total) as transfer:
+        uploader = ChunkUploader(view.remote, view.namespace_id, ctx.limiter, transfer)
+        built = await uploader.scan(lambda on_chunk: build_tree(local, on_chunk))
+    files = folders = unchanged = 0
+    local_entries = list(walk(MemoryTrees(built.new_trees), built.root))
+    prefix = bytes(destination) + b"/"
+    seen = ctx.home.bases.get_many(
+        view.namespace_id, [prefix + relative for relative, _ in local_entries]
+    )
+    kept: dict[bytes, ContentHash | None] = {}
+    for relative, entry in local_entries:
+        path = protocol.DrivePath((*destination.components, *relative.split(b"/")))
+        there = remote_entries.get(relative)
+        if entry.kind is EntryKind.DIR:
+            folders += 1
+            if there is None or there.kind is not EntryKind.DIR:
+                attrs = protocol.AttrsModel(
+                    mode=entry.mode, uid=entry.uid, gid=entry.gid, mtime_ns=entry.mtime_ns
+                )
+                ops.append(protocol.MkdirOp(path=path, attrs=attrs))
+            continue
+        files += 1
+        if there is not None and same_leaf(there, entry):
+            unchanged += 1
+            kept[bytes(path)] = there.content_hash
+            continue
+        base = base_for_put(seen.get(bytes(path)), there)
+        ops.append(protocol.PutOp(path=path, entry=protocol.entry_to_model(entry), base=base))
+    results = await apply_ops(view, ops) if ops else []
+    remember_puts(ctx.home, view, ops, results, also=kept)
+    for result in results:
+        if result.status != "applied":
+            ctx.result(describe_result(result))
+    ctx.say(
+        f"put {count(files, 'file')} and {count(folders, 'folder')} "
+        f"into {show_path(destination)}" + (f" ({unchanged} unchanged)" if unchanged else "")
+    )
+    ctx.say(_upload_summary(uploader.stats))
+    return exit_for_results(results)
+
+
+def _named_path(text: str, what: str) -> protocol.DrivePath:
+    """A drive path that is not the root (which cannot be made, moved or removed)."""
+    target = parse_remote_path(text)
+    if target.path is None:
+        raise UsageError(f"{what} needs a path on the drive, not its root")
+    return target.path
+
+
+def _report(ctx: Context, results: Sequence[protocol.OpResult]) -> ExitCode:
+    for result in results:
+        if result.status != "applied":
+            ctx.result(describe_result(result))
+    return exit_for_results(results)
+
+
+async def cmd_mkdir(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    paths = [_named_path(text, "mkdir") for text in args.paths]
+    session = ctx.home.load_session()
+    async with session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        wanted: dict[protocol.DrivePath, None] = {}
+        for path in paths:
+            entry = await view.lookup(path)
+            if entry is not None:
+                if entry.kind is EntryKind.DIR and args.parents:
+                    continue
+                raise ConflictError(show_path(path), "exists already")
+            missing = await view.missing_parents(path)
+            if missing and not args.parents:
+                raise NotFoundError("drive folder", show_path(missing[-1]))
+            wanted.update((folder, None) for folder in [*missing, path])
+        results = await apply_ops(view, [mkdir_op(path) for path in wanted])
+    for path in wanted:
+        ctx.say(f"made {show_path(path)}")
+    return _report(ctx, results)
+
+
+async def cmd_mv(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    source = _named_path(args.source, "mv")
+    target = parse_remote_path(args.destination)
+    session = ctx.home.load_session()
+    async with session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        if await view.lookup(source) is None:
+            raise not_found(source)
+        destination = target.path
+        existing = None if destination is None else await view.lookup(destination)
+        if (
+            destination is None
+            or target.inside
+            or (existing is not None and existing.kind is EntryKind.DIR)
+        ):  # into a folder, under its own name, as mv(1) does
+            destination = child_path(destination, source.name)
+        elif (missing := await view.missing_parents(destination)) != []:
+            raise NotFoundError("drive folder", show_path(missing[-1]))
+        if destination.is_within(source):
+            raise UsageError(f"cannot move {show_path(source)} into itself")
+        results = await apply_ops(view, [protocol.MoveOp(src=source, dst=destination)])
+    code = _report(ctx, results)
+    if code is ExitCode.OK:
+        ctx.say(f"moved {show_path(source)} -> {show_path(destination)}")
+    return code
+
+
+async def cmd_rm(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    paths = [_named_path(text, "rm") for text in args.paths]
+    session = ctx.home.load_session()
+    async with session_remote(session) as remote:
+        view = await DriveView.open(remote, ctx.limiter)
+        ops: list[DriveOp] = []
+        for path in paths:
+            entry = await view.lookup(path)
+            if entry is None:
+                raise not_found(path)
+            if entry.kind is EntryKind.DIR:
+                if not args.recursive:
+                    raise UsageError(f"{show_path(path)} is a folder: rm -r removes it")
+                assert entry.tree_id is not None
+                ops.extend(deletes_below(path, await view.subtree(entry.tree_id)))
+            ops.append(protocol.DeleteOp(path=path, base=entry.content_hash))
+        results = await apply_ops(view, ops)
+    code = _report(ctx, results)
+    removed = sum(result.status == "applied" for result in results)
+    ctx.say(f"removed {count(removed, 'entry')}")
+    return code
