@@ -1,9 +1,12 @@
 """``boxfs mount`` / ``boxfs unmount`` mistakes without a kernel or a server: each is one
-``boxfs: ...`` line and its documented exit code; and the size parser behind
-``--cache-size``. (Real mounts: tests/fuse.)"""
+``boxfs: ...`` line and its documented exit code; the size parser behind ``--cache-size``;
+and that the other commands run without loading the mount (and pyfuse3). (Real mounts:
+tests/fuse.)"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,23 @@ def test_unmount_of_a_directory_that_is_not_mounted_is_a_usage_error(
     monkeypatch.setenv("BOXFS_HOME", str(tmp_path / "home"))
     assert main(["unmount", str(tmp_path)]) == ExitCode.USAGE
     assert "no boxfs drive is mounted" in one_line(capsys)
+
+
+def test_commands_other_than_mount_run_without_loading_pyfuse3(tmp_path: Path) -> None:
+    # A process of its own: this test session has imported the mount already.
+    probe = (
+        "import sys; from boxfs.cli import main; code = main(['whoami']); "
+        "print(code, 'boxfs.mount' in sys.modules, 'pyfuse3' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"BOXFS_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == [str(int(ExitCode.AUTH)), "False", "False"]
 
 
 @pytest.mark.parametrize(
