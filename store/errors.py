@@ -16,6 +16,11 @@ class FormatError(StoreError):
     """Bytes that do not follow the format: truncated, non-canonical, unknown version."""
 
 
+class InvalidPathError(FormatError):
+    """A drive path or a name in it that the format refuses: empty, too deep, ``..``, a
+    ``/`` or NUL inside a name, a name over 255 bytes."""
+
+
 class IntegrityError(StoreError):
     """Content whose BLAKE3 digest is not the id it was asked for (or fails authentication)."""
 

@@ -41,7 +41,14 @@ from boxfs.errors import (
     UsageError,
 )
 from store import protocol
-from store.errors import ConflictError, IntegrityError, NotFoundError, StoreError, TransientError
+from store.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidPathError,
+    NotFoundError,
+    StoreError,
+    TransientError,
+)
 
 
 class ExitCode(enum.IntEnum):
@@ -61,6 +68,7 @@ class ExitCode(enum.IntEnum):
 _EXIT_CODES: Final[tuple[tuple[type[BaseException], ExitCode], ...]] = (
     (UsageError, ExitCode.USAGE),
     (protocol.BadRequestError, ExitCode.USAGE),  # includes invalid_name
+    (InvalidPathError, ExitCode.USAGE),  # a drive path the format refuses, found here
     (NotLoggedInError, ExitCode.AUTH),
     (protocol.UnauthorizedError, ExitCode.AUTH),  # includes token_expired
     (protocol.ForbiddenError, ExitCode.AUTH),

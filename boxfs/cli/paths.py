@@ -16,7 +16,7 @@ from pathlib import Path
 from boxfs.cli.output import show_path
 from boxfs.errors import UsageError
 from store import protocol
-from store.errors import FormatError, NotFoundError
+from store.errors import FormatError, InvalidPathError, NotFoundError
 from store.objects import validate_name
 
 
@@ -48,8 +48,8 @@ def parse_remote_path(text: str) -> RemoteTarget:
             )
     try:
         path = protocol.DrivePath(parts) if parts else None
-    except protocol.InvalidNameError as exc:
-        raise UsageError(f"remote path {text!r}: {exc.message}") from exc
+    except InvalidPathError as exc:
+        raise UsageError(f"remote path {text!r}: {exc}") from exc
     return RemoteTarget(path, raw.endswith(b"/") or path is None, text)
 
 

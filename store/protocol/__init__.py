@@ -26,6 +26,7 @@ Pure values and functions; the incremental parsers are objects owned by one task
 Any thread may call the rest.
 """
 
+from store.paths import MAX_PATH_DEPTH, DrivePath
 from store.protocol.bounds import (
     AUTH_SCHEME,
     AUTHORIZATION_HEADER,
@@ -50,7 +51,6 @@ from store.protocol.bounds import (
     MAX_OP_MESSAGE_CHARS,
     MAX_OPS_PER_BATCH,
     MAX_PAGE_SIZE,
-    MAX_PATH_DEPTH,
     MAX_SESSIONS_LISTED,
     MAX_SSE_LINE_CHARS,
     MAX_TREE_RECORD_BYTES,
@@ -218,7 +218,6 @@ from store.protocol.sse import (
     encode_heartbeat,
 )
 from store.protocol.wire import (
-    DrivePath,
     HexChunkId,
     HexCommitId,
     HexContentHash,
@@ -227,9 +226,12 @@ from store.protocol.wire import (
     IdT,
     WireBytes,
     WireBytesJson,
+    WirePath,
     decode_wire_bytes,
     encode_wire_bytes,
     parse_id,
+    path_from_wire,
+    path_to_wire,
     validate_name,
 )
 
@@ -397,6 +399,7 @@ __all__ = [
     "WireBytes",
     "WireBytesJson",
     "WireModel",
+    "WirePath",
     "XattrModel",
     "Xattrs",
     "body_for",
@@ -417,6 +420,8 @@ __all__ = [
     "parse_id",
     "parse_record_stream",
     "parse_session_id",
+    "path_from_wire",
+    "path_to_wire",
     "query_params",
     "request_headers",
     "status_for",

@@ -51,7 +51,6 @@ MAX_FRAME_BYTES: Final = CHUNK_MAX_BYTES + 64
 MAX_TREE_RECORD_BYTES: Final = 64 * _MIB  # one tree's canonical encoding
 MAX_COMMIT_RECORD_BYTES: Final = 64 * _KIB  # one commit's canonical encoding
 MAX_CHUNKS_PER_ENTRY: Final = MAX_FILE_BYTES // CHUNK_MIN_BYTES  # the format's worst case
-MAX_PATH_DEPTH: Final = 256
 USERNAME_MIN_CHARS: Final = 3
 USERNAME_MAX_CHARS: Final = 32
 PASSWORD_MIN_CHARS: Final = 10

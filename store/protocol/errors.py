@@ -26,6 +26,7 @@ from store.errors import (
     CryptoError,
     FormatError,
     IntegrityError,
+    InvalidPathError,
     NotFoundError,
     StoreError,
     TransientError,
@@ -181,6 +182,7 @@ ERROR_TABLE: Final[Mapping[str, ErrorCode]] = {entry.code: entry for entry in ER
 _CODE_OF_CLASS: Final[dict[type[StoreError], str]] = {e.exception: e.code for e in ERROR_CODES}
 # Store errors with no code of their own, as a server reports them.
 _FALLBACK_CODES: Final[dict[type[StoreError], str]] = {
+    InvalidPathError: "invalid_name",  # a path the format refuses, as InvalidNameError
     FormatError: "bad_request",  # the server parsing what the client sent
     TransientError: "unavailable",
     CryptoError: "internal",

@@ -42,12 +42,12 @@ from store.protocol.models import (
     WireModel,
 )
 from store.protocol.wire import (
-    DrivePath,
     HexChunkId,
     HexCommitId,
     HexContentHash,
     HexTreeId,
     WireBytes,
+    WirePath,
     validate_name,
 )
 
@@ -205,7 +205,7 @@ class PutOp(WireModel):
     other content, the op is merged or kept as a conflicted copy, never overwriting."""
 
     op: Literal["put"] = "put"
-    path: DrivePath
+    path: WirePath
     entry: EntryModel
     base: HexContentHash | None = None
 
@@ -220,7 +220,7 @@ class MkdirOp(WireModel):
     """Create an empty directory at ``path`` (its parent must exist)."""
 
     op: Literal["mkdir"] = "mkdir"
-    path: DrivePath
+    path: WirePath
     attrs: AttrsModel
 
 
@@ -228,8 +228,8 @@ class MoveOp(WireModel):
     """Rename ``src`` to ``dst`` with rename(2) semantics, carrying a subtree along."""
 
     op: Literal["move"] = "move"
-    src: DrivePath
-    dst: DrivePath
+    src: WirePath
+    dst: WirePath
 
     @model_validator(mode="after")
     def _not_into_itself(self) -> MoveOp:
@@ -244,13 +244,13 @@ class DeleteOp(WireModel):
     it is rejected (``stale_base``) and the newer version stays."""
 
     op: Literal["delete"] = "delete"
-    path: DrivePath
+    path: WirePath
     base: HexContentHash | None = None
 
 
 class SetattrOp(WireModel):
     op: Literal["setattr"] = "setattr"
-    path: DrivePath
+    path: WirePath
     attrs: SetattrModel
 
 
@@ -278,8 +278,8 @@ class OpResult(WireModel):
     changed; ``code`` (an error code) and ``message`` say why."""
 
     status: OpStatus
-    path: DrivePath
-    conflict_path: DrivePath | None = None
+    path: WirePath
+    conflict_path: WirePath | None = None
     code: Annotated[str, StringConstraints(pattern=CODE_PATTERN)] | None = None
     message: Annotated[str, StringConstraints(max_length=MAX_OP_MESSAGE_CHARS)] = ""
 
@@ -306,7 +306,7 @@ class OpsBatchResponse(WireModel):
 
 
 class VersionsRequest(WireModel):
-    path: DrivePath
+    path: WirePath
     cursor: Cursor | None = None
     limit: PageLimit = DEFAULT_PAGE_SIZE
 
@@ -322,7 +322,7 @@ class FileVersion(WireModel):
 
 
 class VersionsPage(WireModel):
-    path: DrivePath
+    path: WirePath
     versions: tuple[FileVersion, ...] = Field(max_length=MAX_PAGE_SIZE)  # newest first
     next_cursor: Cursor | None = None
 
@@ -330,6 +330,6 @@ class VersionsPage(WireModel):
 class RestoreRequest(WireModel):
     """Bring back ``path`` as it was at ``commit_id``, as a new version (a new commit)."""
 
-    path: DrivePath
+    path: WirePath
     commit_id: HexCommitId
     idempotency_key: IdempotencyKey

@@ -1,29 +1,28 @@
 """Values as JSON carries them: typed ids as hex (``HexChunkId``, ...), byte strings as a
 string or ``{"b64": ...}`` (``WireBytes``), file names, and paths inside a namespace
-(``DrivePath``).
+(``WirePath``: a ``store.paths.DrivePath`` in Python, its bytes in JSON).
 
-Each is a pydantic annotation (or, for ``DrivePath``, a type) that ``models`` and ``ops``
-use in their fields, with plain functions beside it for path parameters and for callers
-outside a model (``parse_id``, ``encode_wire_bytes``, ``decode_wire_bytes``,
-``validate_name``, ``DrivePath.from_wire``). A refusal is a ``ProtocolError`` with its code
-(``invalid_id``, ``invalid_name``, ``bad_request``); inside a model it becomes a pydantic
-error whose type is that code. Knows no model, route or body. Immutable values: any thread.
+Each is a pydantic annotation that ``models`` and ``ops`` use in their fields, with plain
+functions beside it for path parameters and for callers outside a model (``parse_id``,
+``encode_wire_bytes``, ``decode_wire_bytes``, ``validate_name``, ``path_from_wire``). A
+refusal is a ``ProtocolError`` with its code (``invalid_id``, ``invalid_name``,
+``bad_request``); inside a model it becomes a pydantic error whose type is that code.
+Knows no model, route or body. Immutable values: any thread.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
 from typing import Annotated, Any, TypeAlias, TypeVar
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
-from store.errors import FormatError
+from store.errors import FormatError, InvalidPathError
 from store.ids import ChunkId, CommitId, ContentHash, NamespaceId, TreeId
 from store.objects import validate_name as _validate_format_name
-from store.protocol.bounds import MAX_PATH_DEPTH
+from store.paths import DrivePath
 from store.protocol.errors import BadRequestError, InvalidIdError, InvalidNameError, ProtocolError
 
 # --- ids on the wire ----------------------------------------------------------------------
@@ -175,97 +174,46 @@ def validate_name(name: bytes) -> bytes:
     return name
 
 
-class DrivePath:
-    """A path inside a namespace, relative to its root: 1 to ``MAX_PATH_DEPTH`` names.
+def path_from_wire(value: object) -> DrivePath:
+    """A path from its JSON form (or a ``DrivePath``); ``InvalidNameError`` if refused."""
+    if isinstance(value, DrivePath):
+        return value
+    try:
+        raw = decode_wire_bytes(value)
+    except BadRequestError as exc:
+        raise InvalidNameError(f"bad path: {exc.message}") from exc
+    try:
+        return DrivePath.from_bytes(raw)
+    except InvalidPathError as exc:
+        raise InvalidNameError(str(exc)) from exc
 
-    Its bytes form joins the names with ``/`` (no leading or trailing slash); on the wire
-    that byte string travels as any other (``encode_wire_bytes``). The root itself is not
-    a ``DrivePath``: no operation names it.
-    """
 
-    __slots__ = ("components",)
-    components: tuple[bytes, ...]
+def path_to_wire(path: DrivePath) -> WireBytesJson:
+    return encode_wire_bytes(bytes(path))
 
-    def __init__(self, components: Iterable[bytes]) -> None:
-        parts = tuple(components)
-        if not parts:
-            raise InvalidNameError("a path needs at least one name")
-        if len(parts) > MAX_PATH_DEPTH:
-            raise InvalidNameError(f"path is {len(parts)} names deep, over {MAX_PATH_DEPTH}")
-        for part in parts:
-            validate_name(part)
-        object.__setattr__(self, "components", parts)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("DrivePath is immutable")
+class _WirePath:
+    """Annotation marker: a ``store.paths.DrivePath`` in Python, its bytes in the
+    ``encode_wire_bytes`` form in JSON."""
 
-    def __reduce__(self) -> tuple[type[DrivePath], tuple[tuple[bytes, ...]]]:
-        return (DrivePath, (self.components,))
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> DrivePath:
-        """``b"a/b/c"`` → the path of three names; any empty name is refused."""
-        if raw.count(b"/") >= MAX_PATH_DEPTH:  # refuse before splitting a huge input
-            raise InvalidNameError(f"path is over {MAX_PATH_DEPTH} names deep")
-        return cls(raw.split(b"/"))
-
-    @classmethod
-    def from_wire(cls, value: object) -> DrivePath:
-        if isinstance(value, DrivePath):
-            return value
+    @staticmethod
+    def _validate(value: object) -> DrivePath:
         try:
-            raw = decode_wire_bytes(value)
-        except BadRequestError as exc:
-            raise InvalidNameError(f"bad path: {exc.message}") from exc
-        return cls.from_bytes(raw)
-
-    def to_wire(self) -> WireBytesJson:
-        return encode_wire_bytes(bytes(self))
-
-    def __bytes__(self) -> bytes:
-        return b"/".join(self.components)
-
-    @property
-    def name(self) -> bytes:
-        return self.components[-1]
-
-    @property
-    def parent(self) -> DrivePath | None:
-        """The parent directory, or ``None`` for a name directly under the root."""
-        return DrivePath(self.components[:-1]) if len(self.components) > 1 else None
-
-    def child(self, name: bytes) -> DrivePath:
-        return DrivePath((*self.components, name))
-
-    def is_within(self, other: DrivePath) -> bool:
-        """True if this path is ``other`` or lies beneath it."""
-        return self.components[: len(other.components)] == other.components
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DrivePath) and self.components == other.components
-
-    def __hash__(self) -> int:
-        return hash(self.components)
-
-    def __repr__(self) -> str:
-        return f"DrivePath({bytes(self)!r})"
-
-    @classmethod
-    def _validate(cls, value: object) -> DrivePath:
-        try:
-            return cls.from_wire(value)
+            return path_from_wire(value)
         except ProtocolError as exc:
             raise _pydantic_error(exc) from exc
 
-    @classmethod
     def __get_pydantic_core_schema__(
-        cls, source: Any, handler: GetCoreSchemaHandler
+        self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         wire = _wire_bytes_json_schema()
         return core_schema.no_info_plain_validator_function(
-            cls._validate,
+            self._validate,
             json_schema_input_schema=wire,
             serialization=core_schema.plain_serializer_function_ser_schema(
-                DrivePath.to_wire, when_used="json", return_schema=wire
+                path_to_wire, when_used="json", return_schema=wire
             ),
         )
+
+
+WirePath: TypeAlias = Annotated[DrivePath, _WirePath()]

@@ -22,7 +22,13 @@ from boxfs.errors import (
     UsageError,
 )
 from store import protocol
-from store.errors import ConflictError, FormatError, IntegrityError, NotFoundError
+from store.errors import (
+    ConflictError,
+    FormatError,
+    IntegrityError,
+    InvalidPathError,
+    NotFoundError,
+)
 from store.ids import CommitId, chunk_id_of, content_hash_of
 from store.merkle import EMPTY_TREE_ID
 from store.objects import ChunkRef, EntryKind, FileEntry
@@ -134,6 +140,7 @@ def test_a_put_is_based_on_what_this_device_saw_else_on_the_drive() -> None:
     [
         (UsageError("x"), ExitCode.USAGE),
         (protocol.InvalidNameError("x"), ExitCode.USAGE),
+        (InvalidPathError("x"), ExitCode.USAGE),
         (NotLoggedInError("x"), ExitCode.AUTH),
         (protocol.TokenExpiredError("x"), ExitCode.AUTH),
         (protocol.ForbiddenError("x"), ExitCode.AUTH),
