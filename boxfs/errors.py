@@ -4,7 +4,9 @@ Errors that come from the server arrive as ``store.protocol`` classes (``Unautho
 ``NotFoundError``, ``UnavailableError``, ...), raised by ``boxfs.remote``; integrity and
 format problems are ``store.errors`` classes. This module adds what only a device has:
 its home (not logged in, a broken configuration) and bad user input on the command line.
-The CLI maps all of them to one line and an exit code (``boxfs.cli.exit_codes``).
+The CLI maps all of them to one line and an exit code (``boxfs.cli.exit_codes``). ``leaf_exceptions``
+finds them inside the exception groups a trio nursery wraps them in (the uploader's
+rounds, the CLI's boundary).
 """
 
 from __future__ import annotations
@@ -33,3 +35,13 @@ class UsageError(BoxfsError):
 class NoSuchVersionError(BoxfsError):
     """``restore --at`` names no version of the path (too old, an unknown commit prefix, or
     a moment when the path did not exist)."""
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``'s (nested) exception groups, depth first in order, or
+    ``[exc]`` for one that is no group: what failed inside a trio nursery, whose errors
+    arrive wrapped. Cancellations stay in the list; a caller looking for the cause skips
+    them (``trio.Cancelled``)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
+    return [exc]

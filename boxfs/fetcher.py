@@ -9,7 +9,7 @@ byte range of a file entry, with sequential prefetch; and the pure offset -> chu
 
 Must not: import pyfuse3 or know about inodes and errnos (the FUSE adapter maps the
 exceptions below); call the cache or decode on the trio loop (every such call goes through
-``trio.to_thread.run_sync(..., limiter=...)``, each one a whole cache method, so no LMDB
+``boxfs.threads.run_in_thread(limiter, ...)``, each one a whole cache method, so no LMDB
 transaction spans an await); cache anything that failed verification; hold a whole file
 (a read holds the chunks it touches, at most ``MAX_READ_BYTES`` of them; a batch streams
 one frame at a time; the last-used plaintexts kept in memory are bounded by
@@ -40,13 +40,14 @@ import functools
 import logging
 from array import array
 from bisect import bisect_right
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar, TypeVarTuple, Unpack
+from typing import Final, Generic, TypeVar
 
 import trio
 
 from boxfs.remote import Remote
+from boxfs.threads import run_in_thread
 from store import protocol
 from store.cache import CacheError, ObjectCache, ObjectKind
 from store.errors import FormatError, IntegrityError, NotFoundError, StoreError
@@ -57,7 +58,6 @@ from store.objects import EMPTY_TREE, ChunkRef, EntryKind, FileEntry, Tree, deco
 _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_Ts = TypeVarTuple("_Ts")
 
 MiB: Final = 1024 * 1024
 
@@ -340,7 +340,7 @@ class Fetcher:
         download: its error goes to the readers waiting for those chunks."""
         if self._running or self._stopped:
             raise RuntimeError("Fetcher.run() runs once")
-        cache_stats = await self._thread(self._cache.stats)
+        cache_stats = await run_in_thread(self._limiter, self._cache.stats)
         self._prefetch_cap_bytes = cache_stats.budget_bytes // 2
         try:
             async with trio.open_nursery() as nursery:
@@ -458,7 +458,7 @@ class Fetcher:
         unchecked = [chunk_id for chunk_id, pending in by_id.items() if not pending.cache_checked]
         if not unchecked:
             return
-        found, damaged = await self._thread(self._load_cached_plaintexts, unchecked)
+        found, damaged = await run_in_thread(self._limiter, self._load_cached_plaintexts, unchecked)
         self._stats.corrupt_cache_objects += damaged
         for chunk_id, plaintext in zip(unchecked, found, strict=True):
             by_id[chunk_id].cache_checked = True
@@ -479,7 +479,7 @@ class Fetcher:
             self._stats.chunks_downloaded += 1
             self._stats.frame_bytes_downloaded += len(frame)
             try:
-                plaintext = await self._thread(decode_frame, frame, chunk_id)
+                plaintext = await run_in_thread(self._limiter, decode_frame, frame, chunk_id)
             except IntegrityError as exc:
                 self._stats.integrity_failures += 1
                 _log.error("chunk %s from the server failed verification: %s", chunk_id, exc)
@@ -488,7 +488,7 @@ class Fetcher:
             self._remember(chunk_id, plaintext)
             # Still in _inflight (settled) while it is written: a request arriving now
             # takes the plaintext instead of missing the cache and downloading again.
-            await self._thread(self._store, ObjectKind.FRAME, chunk_id, frame)
+            await run_in_thread(self._limiter, self._store, ObjectKind.FRAME, chunk_id, frame)
             for lookup in self._lookups:
                 if chunk_id in lookup.wanted:
                     lookup.arrived[chunk_id] = plaintext
@@ -524,7 +524,9 @@ class Fetcher:
         if lookup.ids:
             self._lookups.append(lookup)
             try:
-                found, damaged = await self._thread(self._load_cached_plaintexts, lookup.ids)
+                found, damaged = await run_in_thread(
+                    self._limiter, self._load_cached_plaintexts, lookup.ids
+                )
             finally:
                 self._lookups.remove(lookup)
             self._stats.corrupt_cache_objects += damaged
@@ -679,7 +681,9 @@ class Fetcher:
                 lookup.append(tree_id)
         if lookup or len(self._tree_touches) >= _TREE_TOUCH_BATCH:
             touches, self._tree_touches = self._tree_touches, []
-            cached, damaged = await self._thread(self._load_cached_trees, lookup, touches)
+            cached, damaged = await run_in_thread(
+                self._limiter, self._load_cached_trees, lookup, touches
+            )
             self._stats.tree_cache_hits += len(cached)
             self._stats.corrupt_cache_objects += damaged
             for tree_id, (tree, size_bytes) in cached.items():
@@ -736,7 +740,7 @@ class Fetcher:
                 raise protocol.UnavailableError(
                     f"{self._remote.base_url} sent no trees within {self._timeout_s:g} s"
                 )
-            results = await self._thread(self._accept_trees, list(mine), encodings)
+            results = await run_in_thread(self._limiter, self._accept_trees, list(mine), encodings)
             for tree_id, result in results.items():
                 if isinstance(result, Tree):
                     self._stats.trees_downloaded += 1
@@ -761,10 +765,7 @@ class Fetcher:
                     del self._tree_inflight[tree_id]
 
     # ----------------------------------------------------------------------------------
-    # Worker-thread side: each runs in one ``trio.to_thread.run_sync`` call.
-
-    async def _thread(self, function: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
-        return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
+    # Worker-thread side: each runs in one ``run_in_thread`` call.
 
     def _load_cached_plaintexts(self, chunk_ids: list[ChunkId]) -> tuple[list[bytes | None], int]:
         """Verified plaintexts of the cached chunks (None for the others), and how many

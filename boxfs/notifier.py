@@ -24,6 +24,7 @@ from collections.abc import Callable
 import trio
 
 from boxfs.view import FileSystemModel
+from boxfs.threads import run_in_thread
 
 _log = logging.getLogger(__name__)
 
@@ -49,12 +50,12 @@ class Notifier:
             for item in dict.fromkeys(await self.model.wait_invalidations()):
                 try:
                     if item.name is not None:
-                        await trio.to_thread.run_sync(
-                            self.invalidate_entry, item.inode, item.name, limiter=self._limiter
+                        await run_in_thread(
+                            self._limiter, self.invalidate_entry, item.inode, item.name
                         )
                     else:
-                        await trio.to_thread.run_sync(
-                            self.invalidate_inode, item.inode, not item.data, limiter=self._limiter
+                        await run_in_thread(
+                            self._limiter, self.invalidate_inode, item.inode, not item.data
                         )
                 except OSError as exc:
                     if exc.errno != errno.ENOENT:  # ENOENT: the kernel forgot it already

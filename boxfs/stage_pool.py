@@ -27,6 +27,7 @@ from typing import Final
 import trio
 
 from boxfs.staging import StagedFile, Staging
+from boxfs.threads import run_in_thread
 
 _log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class StagePool:
                 continue
             try:
                 # Not abandoned on cancel: the files made are kept, so close() removes them.
-                made = await trio.to_thread.run_sync(self._make, wanted, limiter=self._limiter)
+                made = await run_in_thread(self._limiter, self._make, wanted)
             except OSError as exc:
                 _log.warning("cannot make staged files ahead (%s); retrying", exc)
                 await trio.sleep(RETRY_S)
@@ -97,7 +98,7 @@ class StagePool:
         self._closed = True
         ready, self._ready = self._ready, []
         if ready:
-            await trio.to_thread.run_sync(self._remove, ready, limiter=self._limiter)
+            await run_in_thread(self._limiter, self._remove, ready)
 
     def _remove(self, ready: list[StagedFile]) -> None:
         for stage in ready:

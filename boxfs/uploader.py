@@ -30,7 +30,7 @@ leaves the queue with a record, not retried forever: a vanished file's put is re
 Who calls it: the mount starts one ``run`` per namespace in its root nursery; the
 filesystem calls ``nudge`` (on the trio loop) after each append; ``boxfs sync`` and
 unmount await ``wait_idle``; ``boxfs status`` reads ``progress``. Blocking work (SQLite,
-reading, hashing and compressing staged files) goes through ``trio.to_thread.run_sync``
+reading, hashing and compressing staged files) goes through ``boxfs.threads.run_in_thread``
 with the ``limiter`` the mount passes in.
 
 Must not: reorder entries, hold a whole file in memory, or know about FUSE.
@@ -44,12 +44,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Final, ParamSpec, TypeVar
+from typing import BinaryIO, Final
 
 import blake3
 import pydantic
 import trio
 
+from boxfs.errors import leaf_exceptions
 from boxfs.journal import (
     InFlightBatch,
     Journal,
@@ -62,6 +63,7 @@ from boxfs.journal import (
 )
 from boxfs.remote import Remote
 from boxfs.staging import FileTooLargeError, StagedFileMissingError, Staging, StagingError
+from boxfs.threads import run_in_thread
 from store import protocol
 from store.chunking import CHUNK_MIN_BYTES, ChunkStream
 from store.errors import FormatError
@@ -70,9 +72,6 @@ from store.ids import ChunkId, CommitId, ContentHash, NamespaceId
 from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind, FileEntry
 
 _log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-P = ParamSpec("P")
 
 # Plaintext bytes framed and uploaded per request group: bounds the frames in memory (one
 # group travelling, one being framed) well under the protocol's body limit.
@@ -135,13 +134,6 @@ class StagedFileChangedError(StagingError):
         self.name = name
         self.offset = offset
         super().__init__(f"staged file {name} changed under the uploader (at offset {offset})")
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups, or ``[exc]``."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 def new_idempotency_key() -> str:
@@ -386,14 +378,16 @@ class Uploader:
         Needs ``run`` going in some task."""
         while True:
             changed = self._changed  # taken before the count, so no change is missed
-            if await self._thread(self.journal.count, self.namespace_id) == 0:
+            if await run_in_thread(self.limiter, self.journal.count, self.namespace_id) == 0:
                 return
             self._work.set()  # wake an idle uploader (not new work: no quiet period)
             await changed.wait()
 
     async def progress(self) -> UploadProgress:
-        pending_ops = await self._thread(self.journal.count, self.namespace_id)
-        to_upload = await self._thread(_staged_bytes, self.journal, self.staging, self.namespace_id)
+        pending_ops = await run_in_thread(self.limiter, self.journal.count, self.namespace_id)
+        to_upload = await run_in_thread(
+            self.limiter, _staged_bytes, self.journal, self.staging, self.namespace_id
+        )
         return UploadProgress(
             pending_ops=pending_ops,
             bytes_to_upload=to_upload,
@@ -432,7 +426,7 @@ class Uploader:
     def _after_failure(self, exc: Exception, delay_s: float) -> float:
         """Report a failed round; the delay before the next one."""
         # A failure inside a nursery (the upload pipeline) arrives wrapped in a group.
-        leaves = _leaves(exc)
+        leaves = leaf_exceptions(exc)
         unavailable = next((e for e in leaves if isinstance(e, protocol.UnavailableError)), None)
         if unavailable is not None:
             if self._online:
@@ -463,12 +457,6 @@ class Uploader:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _thread(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        def call() -> T:
-            return function(*args, **kwargs)
-
-        return await trio.to_thread.run_sync(call, limiter=self.limiter)
-
     async def _wait_for_work(self) -> None:
         """Until something is nudged or woken, then until the writes settle."""
         await self._work.wait()
@@ -491,11 +479,13 @@ class Uploader:
 
     async def _drain(self) -> None:
         """Resend what is in flight, then send pending entries until none is left."""
-        for batch in await self._thread(self.journal.batches_in_flight, self.namespace_id):
+        for batch in await run_in_thread(
+            self.limiter, self.journal.batches_in_flight, self.namespace_id
+        ):
             await self._resend(batch)
         while True:
-            entries = await self._thread(
-                self.journal.pending, self.namespace_id, self.batch_max_ops
+            entries = await run_in_thread(
+                self.limiter, self.journal.pending, self.namespace_id, self.batch_max_ops
             )
             if not entries:
                 return
@@ -515,9 +505,10 @@ class Uploader:
         batch = protocol.OpsBatch(idempotency_key=key, ops=tuple(built.ops))
         body = batch.model_dump_json().encode()
         seqs = [entry.seq for entry in built.entries]
-        await self._thread(
-            self.journal.assign_batch, self.namespace_id, seqs, key, body, built.content_hashes
-        )
+        await run_in_thread(
+            self.limiter, self.journal.assign_batch, self.namespace_id, seqs, key, body,
+            built.content_hashes,
+        )  # fmt: skip
         reply = await self.remote.apply_ops(self.namespace_id, batch)
         self._reached_server()
         await self._finish(key, built.entries, reply)
@@ -560,7 +551,7 @@ class Uploader:
 
     async def _scan_for_resend(self, name: str) -> _ScannedFile | None:
         try:
-            return await self._thread(_scan, self.staging, name)
+            return await run_in_thread(self.limiter, _scan, self.staging, name)
         except (StagedFileMissingError, FileTooLargeError):
             return None
 
@@ -573,7 +564,11 @@ class Uploader:
             for entry in entries
             if isinstance(entry.op, PendingPut | PendingDelete) and entry.op.base_seq is not None
         ]
-        known = await self._thread(self.journal.put_hashes, base_seqs) if base_seqs else {}
+        known = (
+            await run_in_thread(self.limiter, self.journal.put_hashes, base_seqs)
+            if base_seqs
+            else {}
+        )
         to_scan: deque[str] = deque(
             entry.op.staged
             for entry in entries
@@ -586,7 +581,9 @@ class Uploader:
             scanned: _ScannedFile | None = None
             if _is_file_put(entry):
                 if not scans:
-                    scans.extend(await self._thread(_scan_many, self.staging, list(to_scan)))
+                    scans.extend(
+                        await run_in_thread(self.limiter, _scan_many, self.staging, list(to_scan))
+                    )
                 to_scan.popleft()
                 outcome = scans.popleft()
                 if isinstance(outcome, StagedFileMissingError):
@@ -632,10 +629,10 @@ class Uploader:
         local_copy: str | None = None
         op = entry.op
         if preserve and isinstance(op, PendingPut) and op.staged is not None:
-            local_copy = str(await self._thread(self.staging.preserve, op.staged))
-        unreferenced = await self._thread(
-            self.journal.reject, entry.seq, code, message[: protocol.MAX_OP_MESSAGE_CHARS],
-            local_copy=local_copy, lost=lost,
+            local_copy = str(await run_in_thread(self.limiter, self.staging.preserve, op.staged))
+        unreferenced = await run_in_thread(
+            self.limiter, self.journal.reject, entry.seq, code,
+            message[: protocol.MAX_OP_MESSAGE_CHARS], local_copy=local_copy, lost=lost,
         )  # fmt: skip
         await self._discard(unreferenced)
         self._entries_left()
@@ -659,7 +656,7 @@ class Uploader:
         async def frame_all() -> None:
             async with send_channel:
                 for group in groups:
-                    frames = await self._thread(_frame_group, self.staging, group)
+                    frames = await run_in_thread(self.limiter, _frame_group, self.staging, group)
                     await send_channel.send(frames)
 
         async with trio.open_nursery() as nursery:
@@ -691,11 +688,13 @@ class Uploader:
                 bytes(op.path), result.code, result.message,
             )  # fmt: skip
             try:
-                local_copies[entry.seq] = str(await self._thread(self.staging.preserve, op.staged))
+                local_copies[entry.seq] = str(
+                    await run_in_thread(self.limiter, self.staging.preserve, op.staged)
+                )
             except StagedFileMissingError:
                 _log.error("journal entry %d: staged file %s is gone", entry.seq, op.staged)
-        unreferenced = await self._thread(
-            self.journal.complete, key, reply.results, local_copies=local_copies
+        unreferenced = await run_in_thread(
+            self.limiter, self.journal.complete, key, reply.results, local_copies=local_copies
         )
         await self._discard(unreferenced)
         self._last_sync_time = time.time()
@@ -706,7 +705,7 @@ class Uploader:
 
     async def _discard(self, names: list[str]) -> None:
         if names:
-            await self._thread(_discard_all, self.staging, names)
+            await run_in_thread(self.limiter, _discard_all, self.staging, names)
 
 
 def _discard_all(staging: Staging, names: Sequence[str]) -> None:
