@@ -6,7 +6,8 @@ Owns two tasks under ``run``:
   stream is (re)connected it asks for a catch-up (the head may have moved while it was
   away: events are hints, the commit chain is the record); each event for this namespace
   with a sequence newer than the last one seen names the head to show. A broken or refused
-  stream is reopened after a backoff (``backoff_min_s`` doubling to ``backoff_max_s``);
+  stream is reopened after a backoff (``boxfs.backoff.Backoff``: ``backoff_min_s`` doubling
+  to ``backoff_max_s``);
   while it is down the syncer reports itself offline.
 - the applier shows the newest head wanted (``FileSystemModel.apply_head``: diff, update,
   queue kernel invalidations). Heads that arrive while one is applied are coalesced: only
@@ -32,6 +33,7 @@ from typing import Final
 
 import trio
 
+from boxfs.backoff import Backoff
 from boxfs.remote import Remote
 from boxfs.view import FileSystemModel, FsError, SyncError
 from store import protocol
@@ -118,7 +120,7 @@ class Syncer:
         self._wake.set()
 
     async def _listen(self) -> None:
-        delay_s = self.backoff_min_s
+        backoff = Backoff(self.backoff_min_s, self.backoff_max_s)
         while True:
             try:
                 async for event in self.remote.events(on_connected=self._on_connected):
@@ -133,19 +135,20 @@ class Syncer:
                 if self._connected:
                     _log.warning("the event stream is down; reconnecting: %s", exc)
             except (protocol.ProtocolError, StoreError) as exc:
-                _log.error("the event stream was refused; retrying in %.1f s: %s", delay_s, exc)
+                _log.error(
+                    "the event stream was refused; retrying in %.1f s: %s", backoff.delay_s, exc
+                )
             except Exception:  # noqa: BLE001  (a bug: logged; the mount stays up, DESIGN.md §7)
                 _log.exception("unexpected error on the event stream; reconnecting")
             if self._connected:  # it was up: reconnect soon, then back off again
-                delay_s = self.backoff_min_s
+                backoff.reset()
             self._connected = False
-            await trio.sleep(delay_s)
-            delay_s = min(delay_s * 2, self.backoff_max_s)
+            await trio.sleep(backoff.next_delay_s())
 
     # --- the applier -----------------------------------------------------------------------
 
     async def _apply(self) -> None:
-        delay_s = self.backoff_min_s
+        backoff = Backoff(self.backoff_min_s, self.backoff_max_s)
         while True:
             timeout_s = self.recheck_every_s if self.model.deferred_count else math.inf
             with trio.move_on_after(timeout_s):
@@ -160,11 +163,10 @@ class Syncer:
             except Exception:  # noqa: BLE001  (a bug: logged; the mount stays up, DESIGN.md §7)
                 _log.exception("unexpected error following the server's head; retrying")
             else:
-                delay_s = self.backoff_min_s
+                backoff.reset()
                 continue
             self._wake.set()  # try again after the delay
-            await trio.sleep(delay_s)
-            delay_s = min(delay_s * 2, self.backoff_max_s)
+            await trio.sleep(backoff.next_delay_s())
 
     async def _round(self) -> None:
         if self._catch_up:

@@ -21,7 +21,8 @@ Owns the loop that turns journal entries into ``apply_ops`` requests. Each round
 Failures never end ``run`` (S3QL lost a mount to one failing upload task: DESIGN.md §7).
 An unreachable server (``protocol.UnavailableError``) marks the uploader offline; any other
 failure is logged and reported in ``last_error``; both are retried with exponential backoff
-(``backoff_min_s`` doubling to ``backoff_max_s``) from the journal, so nothing is lost or
+(``boxfs.backoff.Backoff``: ``backoff_min_s`` doubling to ``backoff_max_s``, at least a
+rate-limited reply's Retry-After) from the journal, so nothing is lost or
 reordered. An entry that can never be sent (an op the protocol refuses to build; or its
 staged file vanished, which is a bug: the home lock keeps a second mount from sweeping it)
 leaves the queue with a record, not retried forever: a vanished file's put is recorded as
@@ -50,6 +51,7 @@ import blake3
 import pydantic
 import trio
 
+from boxfs.backoff import Backoff
 from boxfs.errors import leaf_exceptions
 from boxfs.journal import (
     InFlightBatch,
@@ -408,23 +410,23 @@ class Uploader:
     async def run(self) -> None:
         """Upload until cancelled. Starts with whatever the journal holds (an earlier
         mount's work); never returns otherwise, whatever fails."""
-        delay_s = self.backoff_min_s
+        backoff = Backoff(self.backoff_min_s, self.backoff_max_s)
         while True:
             try:
                 await self._drain()
             except Exception as exc:  # noqa: BLE001  (the loop must outlive any failure)
-                delay_s = max(delay_s, self._after_failure(exc, delay_s))
+                delay_s = backoff.next_delay_s(self._after_failure(exc, backoff.delay_s))
             else:
-                delay_s = self.backoff_min_s
+                backoff.reset()
                 await self._wait_for_work()
                 continue
             await trio.sleep(delay_s)
-            delay_s = min(delay_s * 2, self.backoff_max_s)
 
     # --- states --------------------------------------------------------------------------------
 
     def _after_failure(self, exc: Exception, delay_s: float) -> float:
-        """Report a failed round; the delay before the next one."""
+        """Report a failed round (``delay_s``: the backoff's next delay); the least delay
+        before the next one (the server's Retry-After, else ``delay_s``)."""
         # A failure inside a nursery (the upload pipeline) arrives wrapped in a group.
         leaves = leaf_exceptions(exc)
         unavailable = next((e for e in leaves if isinstance(e, protocol.UnavailableError)), None)
