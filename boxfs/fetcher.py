@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 import trio
+from cachetools import LRUCache
 
 from boxfs.remote import Remote
 from boxfs.threads import run_in_thread
@@ -94,6 +95,11 @@ _MAX_TRACKED_ENTRIES: Final = 128
 dropped: losing it only costs recomputing the offsets and one missed prefetch."""
 
 _EMPTY_TREE_ID: Final = EMPTY_TREE.id
+
+
+def _encoded_size(tree_and_size: tuple[Tree, int]) -> int:
+    """What a tree counts against ``RECENT_TREE_BYTES``: the size of its encoding."""
+    return tree_and_size[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -308,17 +314,15 @@ class Fetcher:
         # Cache lookups of readers under way (see _begin): a chunk stored during one is
         # handed to it, so a lookup that just missed it does not download it again.
         self._lookups: list[_Lookup] = []
-        self._entries: collections.OrderedDict[ContentHash, _EntryState] = collections.OrderedDict()
-        # Verified plaintexts, least recently used first, at most recent_plaintext_bytes.
-        self._recent: collections.OrderedDict[ChunkId, bytes] = collections.OrderedDict()
-        self._recent_bytes = 0
-        self._recent_cap_bytes = recent_plaintext_bytes
-        # Verified trees and their encoded sizes, least recently used first, at most
-        # RECENT_TREE_BYTES in all.
-        self._recent_trees: collections.OrderedDict[TreeId, tuple[Tree, int]] = (
-            collections.OrderedDict()
+        # The memory caches: least recently used dropped first (a lookup or a store makes
+        # an item the most recent). Read states by count; verified plaintexts by their
+        # bytes, at most recent_plaintext_bytes; verified trees with their encoded sizes,
+        # at most RECENT_TREE_BYTES of encodings in all.
+        self._entries: LRUCache[ContentHash, _EntryState] = LRUCache(_MAX_TRACKED_ENTRIES)
+        self._recent: LRUCache[ChunkId, bytes] = LRUCache(recent_plaintext_bytes, getsizeof=len)
+        self._recent_trees: LRUCache[TreeId, tuple[Tree, int]] = LRUCache(
+            RECENT_TREE_BYTES, getsizeof=_encoded_size
         )
-        self._recent_tree_bytes = 0
         # Trees served from memory whose LMDB recency is still to be refreshed, so the cache
         # does not evict them as unused (an offline start needs the view's trees there).
         self._tree_touches: list[TreeId] = []
@@ -515,7 +519,6 @@ class Fetcher:
         for chunk_id, _ in wanted:
             plaintext = self._recent.get(chunk_id)
             if plaintext is not None:
-                self._recent.move_to_end(chunk_id)
                 self._stats.chunk_memory_hits += 1
                 results[chunk_id] = plaintext
             else:
@@ -548,16 +551,8 @@ class Fetcher:
         return results
 
     def _remember(self, chunk_id: ChunkId, plaintext: bytes) -> None:
-        if len(plaintext) > self._recent_cap_bytes:
-            return
-        previous = self._recent.pop(chunk_id, None)
-        if previous is not None:
-            self._recent_bytes -= len(previous)
-        self._recent[chunk_id] = plaintext
-        self._recent_bytes += len(plaintext)
-        while self._recent_bytes > self._recent_cap_bytes:
-            _, dropped = self._recent.popitem(last=False)
-            self._recent_bytes -= len(dropped)
+        if len(plaintext) <= self._recent.maxsize:  # a bigger one would empty it for nothing
+            self._recent[chunk_id] = plaintext
 
     def _join(self, chunk_id: ChunkId, results: dict[ChunkId, bytes | _FramePending]) -> None:
         pending = self._inflight.get(chunk_id)
@@ -634,12 +629,9 @@ class Fetcher:
         state = self._entries.get(content_hash)
         # Same content, same chunks, unless some writer chunked it differently: compare.
         if state is not None and (state.chunks is chunks or state.chunks == chunks):
-            self._entries.move_to_end(content_hash)
             return state
         state = _EntryState(chunks=chunks, starts=chunk_starts(chunks))
         self._entries[content_hash] = state
-        while len(self._entries) > _MAX_TRACKED_ENTRIES:
-            self._entries.popitem(last=False)
         return state
 
     def _read_ahead(self, state: _EntryState, offset: int, pieces: list[ChunkSlice]) -> range:
@@ -673,7 +665,6 @@ class Fetcher:
             if tree_id == _EMPTY_TREE_ID:
                 found[tree_id] = EMPTY_TREE
             elif recent is not None:
-                self._recent_trees.move_to_end(tree_id)
                 self._stats.tree_memory_hits += 1
                 self._tree_touches.append(tree_id)
                 found[tree_id] = recent[0]
@@ -705,13 +696,9 @@ class Fetcher:
         return {tree_id: found[tree_id] for tree_id in wanted}
 
     def _remember_tree(self, tree_id: TreeId, tree: Tree, size_bytes: int) -> None:
-        if size_bytes > RECENT_TREE_BYTES or tree_id in self._recent_trees:
+        if size_bytes > self._recent_trees.maxsize or tree_id in self._recent_trees:
             return
         self._recent_trees[tree_id] = (tree, size_bytes)
-        self._recent_tree_bytes += size_bytes
-        while self._recent_tree_bytes > RECENT_TREE_BYTES:
-            _, (_, dropped_bytes) = self._recent_trees.popitem(last=False)
-            self._recent_tree_bytes -= dropped_bytes
 
     async def _collect_trees(
         self, waiting: dict[TreeId, _Pending[Tree]], found: dict[TreeId, Tree]
