@@ -405,9 +405,9 @@ async def _build_drive(
         preserve_ownership=config.preserve_ownership,
         stage_pool=stage_pool,
     )
-    syncer = Syncer(model, remote, namespace_id)
-    uploader.on_reply = syncer.confirmed
-    uploader.on_batch_done = syncer.poke
+    # The model needs the uploader (to nudge it), the syncer the model; the syncer hears
+    # the uploader's answers through the relay the uploader made.
+    syncer = Syncer(model, remote, namespace_id, uploads=uploader.answers)
     return fetcher, uploader, syncer, model, stage_pool
 
 

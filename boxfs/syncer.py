@@ -13,7 +13,7 @@ Owns two tasks under ``run``:
   queue kernel invalidations). Heads that arrive while one is applied are coalesced: only
   the newest is applied next. It also rechecks the names a sync left alone for local
   changes (``FileSystemModel.recheck``) when the uploader reports a batch answered
-  (``poke``), and every ``recheck_every_s`` while any are left. A reply to this device's
+  (``batch_done``), and every ``recheck_every_s`` while any are left. A reply to this device's
   own batch names a head too (``confirmed``): the view then never goes back to an older
   one, which would lack what the batch just confirmed.
 
@@ -21,7 +21,9 @@ Failures never end ``run``: a failed apply (even a bug) is logged and retried af
 backoff.
 
 Who calls it: ``boxfs.mount`` starts ``run`` in its root nursery after the model's
-``start``; the uploader calls ``poke`` (on the loop) after each answered batch. Must not:
+``start``. The syncer is an ``UploadListener``: it subscribes, when it is built, to the
+uploader's ``answers`` (the ``UploadRelay`` passed as ``uploads``), which call
+``confirmed`` and ``batch_done`` on the loop for each answered batch. Must not:
 talk to the kernel (the notifier does), or block the loop.
 """
 
@@ -35,6 +37,7 @@ import trio
 
 from boxfs.backoff import Backoff
 from boxfs.remote import Remote
+from boxfs.upload_relay import UploadRelay
 from boxfs.view import FileSystemModel, FsError, SyncError
 from store import protocol
 from store.errors import StoreError
@@ -52,6 +55,7 @@ class Syncer:
         remote: Remote,
         namespace_id: NamespaceId,
         *,
+        uploads: UploadRelay,
         backoff_min_s: float = 0.2,
         backoff_max_s: float = 5.0,
         recheck_every_s: float = RECHECK_EVERY_S,
@@ -68,6 +72,7 @@ class Syncer:
         self._catch_up = False  # ask the server for its head on the next round
         self._recheck = False
         self._connected = False
+        uploads.subscribe(self)  # last: it may call in as soon as it is subscribed
 
     # --- the public face -----------------------------------------------------------------
 
@@ -85,7 +90,7 @@ class Syncer:
             self._wanted = head
             self._wake.set()
 
-    def poke(self) -> None:
+    def batch_done(self) -> None:
         """The uploader had a batch answered: look again at names left alone for it."""
         self._recheck = True
         self._wake.set()

@@ -30,9 +30,10 @@ leaves the queue with a record, not retried forever: a vanished file's put is re
 
 Who calls it: the mount starts one ``run`` per namespace in its root nursery; the
 filesystem calls ``nudge`` (on the trio loop) after each append; ``boxfs sync`` and
-unmount await ``wait_idle``; ``boxfs status`` reads ``progress``. Blocking work (SQLite,
-reading, hashing and compressing staged files) goes through ``boxfs.threads.run_in_thread``
-with the ``limiter`` the mount passes in.
+unmount await ``wait_idle``; ``boxfs status`` reads ``progress``; the syncer subscribes to
+``answers`` (``boxfs.upload_relay``), which the uploader tells of each answered batch.
+Blocking work (SQLite, reading, hashing and compressing staged files) goes through
+``boxfs.threads.run_in_thread`` with the ``limiter`` the mount passes in.
 
 Must not: reorder entries, hold a whole file in memory, or know about FUSE.
 """
@@ -43,7 +44,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -66,11 +67,12 @@ from boxfs.journal import (
 from boxfs.remote import Remote
 from boxfs.staging import FileTooLargeError, StagedFileMissingError, Staging, StagingError
 from boxfs.threads import run_in_thread
+from boxfs.upload_relay import UploadRelay
 from store import protocol
 from store.chunking import CHUNK_MIN_BYTES, ChunkStream
 from store.errors import FormatError
 from store.frames import encode_frame
-from store.ids import ChunkId, CommitId, ContentHash, NamespaceId
+from store.ids import ChunkId, ContentHash, NamespaceId
 from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind, FileEntry
 
 _log = logging.getLogger(__name__)
@@ -360,12 +362,9 @@ class Uploader:
         self._last_error: str | None = None
         self._last_sync_time: float | None = None
         self._bytes_sent = 0
-        # Called on the loop with each reply's head and sequence, before the batch's entries
-        # leave the journal: the view must never show a head older than this batch again.
-        self.on_reply: Callable[[CommitId | None, int], None] | None = None
-        # Called (on the loop) after each batch the server answered: the syncer looks again
-        # at the names it left alone for these entries.
-        self.on_batch_done: Callable[[], None] | None = None
+        # Told of each answered batch (its reply's head before the entries leave the
+        # journal, then that they left): the syncer subscribes when it is built.
+        self._answers = UploadRelay()
 
     # --- the public face -----------------------------------------------------------------------
 
@@ -398,6 +397,12 @@ class Uploader:
             online=self._online,
             bytes_sent=self._bytes_sent,
         )
+
+    @property
+    def answers(self) -> UploadRelay:
+        """Where the answered batches are told (``UploadListener`` calls, on the loop):
+        subscribe to it."""
+        return self._answers
 
     @property
     def online(self) -> bool:
@@ -678,8 +683,7 @@ class Uploader:
             raise protocol.InternalError(
                 f"batch {key}: {len(reply.results)} results for {len(entries)} ops"
             )
-        if self.on_reply is not None:
-            self.on_reply(reply.head, reply.sequence)
+        self._answers.confirmed(reply.head, reply.sequence)
         local_copies: dict[int, str] = {}
         for entry, result in zip(entries, reply.results, strict=True):
             op = entry.op
@@ -702,8 +706,7 @@ class Uploader:
         self._last_sync_time = time.time()
         self._last_error = None
         self._entries_left()
-        if self.on_batch_done is not None:
-            self.on_batch_done()
+        self._answers.batch_done()
 
     async def _discard(self, names: list[str]) -> None:
         if names:

@@ -41,9 +41,13 @@ TIMEOUT_S = 40
 @asynccontextmanager
 async def syncing(mount: Mount) -> AsyncIterator[Syncer]:
     """The mount's syncer running (fast rechecks), wired to its uploader."""
-    syncer = Syncer(mount.model, mount.remote, mount.namespace, recheck_every_s=0.1)
-    mount.uploader.on_reply = syncer.confirmed
-    mount.uploader.on_batch_done = syncer.poke
+    syncer = Syncer(
+        mount.model,
+        mount.remote,
+        mount.namespace,
+        uploads=mount.uploader.answers,
+        recheck_every_s=0.1,
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(syncer.run)
         yield syncer
