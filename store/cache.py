@@ -1,8 +1,8 @@
 """The LMDB object cache: immutable frames and trees by id, under a byte budget.
 
 Owns one LMDB environment (a directory holding ``data.mdb`` and ``lock.mdb``) and
-everything in it: the cached objects, their least-recently-used order, their pins, and
-the totals that keep the byte budget. The budget holds after every call returns: the sum
+everything in it: the cached objects, their least-recently-used order, and the totals
+that keep the byte budget. The budget holds after every call returns: the sum
 of the stored objects' sizes never exceeds it, whatever the load.
 
 Must not: fetch, decompress or verify anything (whoever uses an object checks its id, so
@@ -65,8 +65,6 @@ _MAP_GRANULE_BYTES: Final = 64 * KiB  # map sizes are multiples of this (any OS 
 _TOUCH_BATCH_MAX: Final = 512
 """Recency touches from ``get`` wait in memory until the next write, or until this many."""
 
-_MAX_PIN_COUNT: Final = 2**32 - 1
-
 
 class ObjectKind(enum.Enum):
     """What a cached object is; the value is the one-byte tag that starts its key."""
@@ -88,7 +86,7 @@ _ID_TYPE: Final[dict[ObjectKind, type[ChunkId] | type[TreeId]]] = {
 
 
 class CacheError(StoreError):
-    """Misuse of the cache (closed, read-only, unbalanced unpin, wrong id type)."""
+    """Misuse of the cache (closed, read-only, wrong id type)."""
 
 
 class ObjectTooLargeError(CacheError):
@@ -102,19 +100,6 @@ class ObjectTooLargeError(CacheError):
         super().__init__(
             f"{kind.name.lower()} {object_id} is {size_bytes} bytes, more than the whole "
             f"cache budget of {budget_bytes} bytes"
-        )
-
-
-class PinnedBytesExceedBudgetError(CacheError, TransientError):
-    """Pinned objects leave no room for a new one; it may fit once pins are released."""
-
-    def __init__(self, size_bytes: int, pinned_bytes: int, budget_bytes: int) -> None:
-        self.size_bytes = size_bytes
-        self.pinned_bytes = pinned_bytes
-        self.budget_bytes = budget_bytes
-        super().__init__(
-            f"cannot cache {size_bytes} bytes: {pinned_bytes} bytes are pinned and the "
-            f"budget is {budget_bytes} bytes; unpin objects first"
         )
 
 
@@ -143,26 +128,24 @@ class CacheMapFullError(CacheError, TransientError):
 # (``ObjectKind.value + id``), so a ChunkId and a TreeId with equal bytes never collide.
 #
 #   objects   object key -> the object's bytes, exactly as put
-#   entries   object key -> size_bytes u64 ‖ counter u64 ‖ pin_count u32       (_ENTRY)
-#   recency   counter u64 -> object key, one row per *unpinned* object; the first row is
-#             the least recently used, which is where eviction starts
+#   entries   object key -> size_bytes u64 ‖ counter u64 ‖ 0 u32                (_ENTRY)
+#   recency   counter u64 -> object key, one row per object; the first row is the least
+#             recently used, which is where eviction starts
 #   meta      b"format"       -> u32 FORMAT_VERSION
 #             b"budget_bytes" -> u64, the budget the writer last opened with (for readers)
-#             b"totals"       -> object_count u64 ‖ stored_bytes u64 ‖ pinned_count u64 ‖
-#                                pinned_bytes u64 ‖ next_counter u64               (_TOTALS)
+#             b"totals"       -> object_count u64 ‖ stored_bytes u64 ‖ 0 u64 ‖ 0 u64 ‖
+#                                next_counter u64                                  (_TOTALS)
+#
+# The zeros are reserved: they held pin counts, which the cache no longer keeps (nothing
+# outside its tests pinned); a non-zero one is damage (``FormatError``).
 #
 # Invariants, true after every committed transaction (``ObjectCache.verify`` checks them):
 # - objects and entries have the same keys, and entries.size_bytes == len(objects value);
-# - recency holds (entry.counter -> key) exactly for the entries with pin_count == 0;
-#   pinned objects are absent from it, so eviction never has to skip one;
+# - recency holds (entry.counter -> key) exactly for the entries;
 # - counters are unique and below next_counter, which only grows (never reused, so a
 #   counter's position in recency is the order of last use);
-# - totals match the entries: object_count rows, stored_bytes the sum of sizes,
-#   pinned_count / pinned_bytes those of the rows with pin_count > 0;
-# - pinned_bytes <= stored_bytes <= budget_bytes.
-#
-# Pins live as long as the handle that took them: a writer opening the cache clears every
-# pin left behind (its holder has closed or crashed), else a crash would leak budget.
+# - totals match the entries: object_count rows, stored_bytes the sum of sizes;
+# - stored_bytes <= budget_bytes.
 
 _DB_OBJECTS: Final = b"objects"
 _DB_ENTRIES: Final = b"entries"
@@ -197,40 +180,37 @@ def object_key(kind: ObjectKind, object_id: ObjectId) -> bytes:
 class _Entry:
     size_bytes: int
     counter: int
-    pin_count: int
 
     @classmethod
     def decode(cls, raw: bytes) -> _Entry:
         if len(raw) != _ENTRY.size:
             raise FormatError(f"object cache entry is {len(raw)} bytes, expected {_ENTRY.size}")
-        return cls(*_ENTRY.unpack(raw))
+        size_bytes, counter, reserved = _ENTRY.unpack(raw)
+        if reserved:
+            raise FormatError(f"object cache entry has {reserved} in its reserved field")
+        return cls(size_bytes, counter)
 
     def encode(self) -> bytes:
-        return _ENTRY.pack(self.size_bytes, self.counter, self.pin_count)
+        return _ENTRY.pack(self.size_bytes, self.counter, 0)
 
 
 @dataclass(slots=True)
 class _Totals:
     object_count: int = 0
     stored_bytes: int = 0
-    pinned_count: int = 0
-    pinned_bytes: int = 0
     next_counter: int = 0
 
     @classmethod
     def decode(cls, raw: bytes) -> _Totals:
         if len(raw) != _TOTALS.size:
             raise FormatError(f"object cache totals are {len(raw)} bytes, expected {_TOTALS.size}")
-        return cls(*_TOTALS.unpack(raw))
+        object_count, stored_bytes, reserved_a, reserved_b, next_counter = _TOTALS.unpack(raw)
+        if reserved_a or reserved_b:
+            raise FormatError("object cache totals have non-zero reserved fields")
+        return cls(object_count, stored_bytes, next_counter)
 
     def encode(self) -> bytes:
-        return _TOTALS.pack(
-            self.object_count,
-            self.stored_bytes,
-            self.pinned_count,
-            self.pinned_bytes,
-            self.next_counter,
-        )
+        return _TOTALS.pack(self.object_count, self.stored_bytes, 0, 0, self.next_counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +227,6 @@ class CacheStats:
 
     object_count: int
     stored_bytes: int
-    pinned_count: int
-    pinned_bytes: int
     budget_bytes: int
     map_size_bytes: int
 
@@ -291,13 +269,11 @@ class _Writer:
         return counter
 
     def _enqueue(self, key: bytes, entry: _Entry) -> None:
-        """Give an unpinned entry a fresh counter: it becomes the most recently used."""
+        """Give an entry a fresh counter: it becomes the most recently used."""
         entry.counter = self._tick()
         self.txn.put(_U64.pack(entry.counter), key, db=self.dbs.recency)
 
     def touch(self, key: bytes, entry: _Entry) -> None:
-        if entry.pin_count:
-            return  # a pinned object is not in the recency index; unpin re-enqueues it
         self.txn.delete(_U64.pack(entry.counter), db=self.dbs.recency)
         self._enqueue(key, entry)
         self.txn.put(key, entry.encode(), db=self.dbs.entries)
@@ -308,28 +284,17 @@ class _Writer:
             if entry is not None:  # gone meanwhile: deleted, or evicted by another writer
                 self.touch(key, entry)
 
-    def put(self, key: bytes, data: bytes, *, pin: bool) -> None:
+    def put(self, key: bytes, data: bytes) -> None:
+        """``data`` is at most the budget (``ObjectCache.put`` checks)."""
         entry = self.entry(key)
         if entry is not None:
-            # Same id, same bytes: the object is immutable, only its recency or pin changes.
-            if pin:
-                self.pin(key, entry)
-            else:
-                self.touch(key, entry)
+            # Same id, same bytes: the object is immutable, only its recency changes.
+            self.touch(key, entry)
             return
         size_bytes = len(data)
-        if self.totals.pinned_bytes + size_bytes > self.budget_bytes:
-            raise PinnedBytesExceedBudgetError(
-                size_bytes, self.totals.pinned_bytes, self.budget_bytes
-            )
         self.evict_until(self.budget_bytes - size_bytes)
-        entry = _Entry(size_bytes=size_bytes, counter=0, pin_count=1 if pin else 0)
-        if pin:
-            entry.counter = self._tick()
-            self.totals.pinned_count += 1
-            self.totals.pinned_bytes += size_bytes
-        else:
-            self._enqueue(key, entry)
+        entry = _Entry(size_bytes=size_bytes, counter=0)
+        self._enqueue(key, entry)
         self.txn.put(key, data, db=self.dbs.objects)
         self.txn.put(key, entry.encode(), db=self.dbs.entries)
         self.totals.object_count += 1
@@ -338,68 +303,28 @@ class _Writer:
     def remove(self, key: bytes, entry: _Entry) -> None:
         self.txn.delete(key, db=self.dbs.objects)
         self.txn.delete(key, db=self.dbs.entries)
-        if entry.pin_count:
-            self.totals.pinned_count -= 1
-            self.totals.pinned_bytes -= entry.size_bytes
-        else:
-            self.txn.delete(_U64.pack(entry.counter), db=self.dbs.recency)
+        self.txn.delete(_U64.pack(entry.counter), db=self.dbs.recency)
         self.totals.object_count -= 1
         self.totals.stored_bytes -= entry.size_bytes
 
     def evict_until(self, limit_bytes: int) -> None:
         """Evict least recently used objects until at most ``limit_bytes`` are stored.
 
-        The caller guarantees ``pinned_bytes <= limit_bytes``; evicting every unpinned
-        object would reach it, so the loop ends.
+        The caller guarantees ``limit_bytes >= 0``; evicting every object would reach it,
+        so the loop ends.
         """
         cursor = self.txn.cursor(db=self.dbs.recency)
         while self.totals.stored_bytes > limit_bytes:
             if not cursor.first():
                 raise FormatError(
                     f"object cache is damaged: {self.totals.stored_bytes} bytes stored, "
-                    f"{self.totals.pinned_bytes} pinned, yet nothing left to evict"
+                    "yet nothing left to evict"
                 )
             counter_raw, key = cursor.item()
             entry = self.entry(key)
-            if entry is None or entry.pin_count or _U64.pack(entry.counter) != counter_raw:
+            if entry is None or _U64.pack(entry.counter) != counter_raw:
                 raise FormatError(f"object cache is damaged: recency row {counter_raw.hex()}")
             self.remove(key, entry)
-
-    def pin(self, key: bytes, entry: _Entry) -> None:
-        if entry.pin_count == _MAX_PIN_COUNT:
-            raise CacheError(f"object {key[1:].hex()} is pinned {entry.pin_count} times")
-        if entry.pin_count == 0:
-            self.txn.delete(_U64.pack(entry.counter), db=self.dbs.recency)
-            self.totals.pinned_count += 1
-            self.totals.pinned_bytes += entry.size_bytes
-        entry.pin_count += 1
-        self.txn.put(key, entry.encode(), db=self.dbs.entries)
-
-    def unpin(self, key: bytes, entry: _Entry) -> None:
-        if entry.pin_count == 0:
-            raise CacheError(f"object {key[1:].hex()} is not pinned")
-        entry.pin_count -= 1
-        if entry.pin_count == 0:
-            self.totals.pinned_count -= 1
-            self.totals.pinned_bytes -= entry.size_bytes
-            self._enqueue(key, entry)
-        self.txn.put(key, entry.encode(), db=self.dbs.entries)
-
-    def clear_pins(self) -> None:
-        """Drop every pin, re-enqueueing the objects in key order as the most recent."""
-        if self.totals.pinned_count == 0:
-            return
-        pinned: list[tuple[bytes, _Entry]] = []
-        for key, raw in self.txn.cursor(db=self.dbs.entries):
-            entry = _Entry.decode(raw)
-            if entry.pin_count:
-                pinned.append((key, entry))
-        for key, entry in pinned:
-            entry.pin_count = 0
-            self._enqueue(key, entry)
-            self.txn.put(key, entry.encode(), db=self.dbs.entries)
-        self.totals.pinned_count = 0
-        self.totals.pinned_bytes = 0
 
     def initialize(self, budget_bytes: int) -> None:
         """Create the meta records of a new cache, or adopt an existing one."""
@@ -409,7 +334,6 @@ class _Writer:
         elif raw_format != _U32.pack(FORMAT_VERSION):
             raise FormatError(f"object cache has unknown format version {raw_format.hex()}")
         self.txn.put(_META_BUDGET, _U64.pack(budget_bytes), db=self.dbs.meta)
-        self.clear_pins()
         self.evict_until(budget_bytes)  # the budget may have shrunk since the last open
 
 
@@ -587,16 +511,14 @@ class ObjectCache:
     # ----------------------------------------------------------------------------------
     # Objects
 
-    def put(self, kind: ObjectKind, object_id: ObjectId, data: bytes, *, pin: bool = False) -> None:
+    def put(self, kind: ObjectKind, object_id: ObjectId, data: bytes) -> None:
         """Cache ``data`` as the object ``(kind, object_id)``, evicting the least recently
-        used objects to stay within the budget. With ``pin=True`` the object arrives
-        pinned (one pin, as by ``pin``), so nothing can evict it in between.
+        used objects to stay within the budget.
 
         An object already cached is not rewritten (objects are immutable: same id, same
-        bytes); it becomes the most recently used, or gains a pin.
+        bytes); it becomes the most recently used.
 
-        Raises ``ObjectTooLargeError`` if ``data`` alone exceeds the budget, and
-        ``PinnedBytesExceedBudgetError`` if the pinned objects leave too little room.
+        Raises ``ObjectTooLargeError`` if ``data`` alone exceeds the budget.
         """
         key = object_key(kind, object_id)
         with self._lock:
@@ -605,7 +527,7 @@ class ObjectCache:
             # budget is at least as large as every cached object), so no id is refreshed.
             if len(data) > self._budget_bytes:
                 raise ObjectTooLargeError(kind, object_id, len(data), self._budget_bytes)
-            self._write(lambda writer: writer.put(key, data, pin=pin))
+            self._write(lambda writer: writer.put(key, data))
 
     def get(self, kind: ObjectKind, object_id: ObjectId) -> bytes | None:
         """The object's bytes, or None if it is not cached. Marks it most recently used."""
@@ -658,43 +580,8 @@ class ObjectCache:
             self._check_open()
             return self._contains(key)
 
-    def pin(self, kind: ObjectKind, object_id: ObjectId) -> None:
-        """Keep the object from eviction until a matching ``unpin`` (pins are counted).
-
-        Raises ``store.errors.NotFoundError`` if it is not cached. Pins last until this
-        handle closes; the next writer to open the cache clears any left behind.
-        """
-        key = object_key(kind, object_id)
-
-        def work(writer: _Writer) -> None:
-            entry = writer.entry(key)
-            if entry is None:
-                raise NotFoundError(f"cached {kind.name.lower()}", str(object_id))
-            writer.pin(key, entry)
-
-        with self._lock:
-            self._check_writable()
-            self._write(work)
-
-    def unpin(self, kind: ObjectKind, object_id: ObjectId) -> None:
-        """Release one pin; the last one makes the object the most recently used.
-
-        An object deleted while pinned is gone, and unpinning it does nothing. Raises
-        ``CacheError`` if the object is cached but not pinned (unbalanced unpin).
-        """
-        key = object_key(kind, object_id)
-
-        def work(writer: _Writer) -> None:
-            entry = writer.entry(key)
-            if entry is not None:
-                writer.unpin(key, entry)
-
-        with self._lock:
-            self._check_writable()
-            self._write(work)
-
     def delete(self, kind: ObjectKind, object_id: ObjectId) -> bool:
-        """Remove the object, pinned or not (e.g. it failed verification). Whether it was there."""
+        """Remove the object (e.g. it failed verification). Whether it was there."""
         key = object_key(kind, object_id)
 
         def work(writer: _Writer) -> bool:
@@ -725,8 +612,6 @@ class ObjectCache:
             return CacheStats(
                 object_count=totals.object_count,
                 stored_bytes=totals.stored_bytes,
-                pinned_count=totals.pinned_count,
-                pinned_bytes=totals.pinned_bytes,
                 budget_bytes=budget_bytes,
                 map_size_bytes=self._env.info()["map_size"],
             )
@@ -841,7 +726,7 @@ class ObjectCache:
         totals = _read_totals(txn, dbs)
         budget_bytes = self._check_format_and_read_budget(txn)
         expected = _Totals(next_counter=totals.next_counter)
-        unpinned: dict[int, bytes] = {}
+        counters: dict[int, bytes] = {}
         object_keys = [key for key, _ in txn.cursor(db=dbs.objects)]
         entry_keys: list[bytes] = []
         for key, raw in txn.cursor(db=dbs.entries):
@@ -856,18 +741,14 @@ class ObjectCache:
                 raise FormatError(f"object cache entry {key.hex()} has a future counter")
             expected.object_count += 1
             expected.stored_bytes += entry.size_bytes
-            if entry.pin_count:
-                expected.pinned_count += 1
-                expected.pinned_bytes += entry.size_bytes
-            elif entry.counter in unpinned:
+            if entry.counter in counters:
                 raise FormatError(f"object cache counter {entry.counter} is used twice")
-            else:
-                unpinned[entry.counter] = key
+            counters[entry.counter] = key
         if object_keys != entry_keys:
             raise FormatError("object cache objects and entries have different keys")
         recency = {_U64.unpack(counter)[0]: key for counter, key in txn.cursor(db=dbs.recency)}
-        if recency != unpinned:
-            raise FormatError("object cache recency index does not match the unpinned entries")
+        if recency != counters:
+            raise FormatError("object cache recency index does not match the entries")
         if totals != expected:
             raise FormatError(f"object cache totals {totals} do not match the entries {expected}")
         if totals.stored_bytes > budget_bytes:

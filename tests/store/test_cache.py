@@ -1,4 +1,4 @@
-"""The LMDB object cache: the byte budget, LRU order, pins, reopening, readers, map growth."""
+"""The LMDB object cache: the byte budget, LRU order, reopening, readers, map growth."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from store.cache import (
     ObjectCache,
     ObjectKind,
     ObjectTooLargeError,
-    PinnedBytesExceedBudgetError,
 )
 from store.errors import NotFoundError, StoreError, TransientError
 from store.ids import ChunkId, TreeId, chunk_id_of
@@ -46,7 +45,7 @@ def numbered(number: int, size_bytes: int) -> tuple[ChunkId, bytes]:
 
 def assert_within_budget(cache: ObjectCache) -> None:
     stats = cache.stats()
-    assert 0 <= stats.pinned_bytes <= stats.stored_bytes <= stats.budget_bytes
+    assert 0 <= stats.stored_bytes <= stats.budget_bytes
 
 
 @pytest.fixture
@@ -69,7 +68,7 @@ def test_put_then_get_returns_the_bytes_and_counts_them(small_cache: ObjectCache
     assert small_cache.get(FRAME, chunk_id) == data
     assert small_cache.contains(FRAME, chunk_id)
     stats = small_cache.stats()
-    assert (stats.object_count, stats.stored_bytes, stats.pinned_bytes) == (1, 1000, 0)
+    assert (stats.object_count, stats.stored_bytes) == (1, 1000)
     assert stats.budget_bytes == 10 * KiB
     small_cache.verify()
 
@@ -165,44 +164,6 @@ def test_putting_an_object_already_cached_refreshes_it_without_rewriting(
     assert small_cache.stats().object_count == 10
 
 
-def test_pinned_objects_survive_eviction_and_unpinning_makes_them_evictable(
-    small_cache: ObjectCache,
-) -> None:
-    pinned_id, pinned_data = numbered(0, 2 * KiB)
-    small_cache.put(FRAME, pinned_id, pinned_data)
-    small_cache.pin(FRAME, pinned_id)
-    small_cache.pin(FRAME, pinned_id)  # pins are counted
-    assert small_cache.stats().pinned_bytes == 2 * KiB
-
-    for number in range(1, 40):  # four budgets' worth of newer objects
-        small_cache.put(FRAME, *numbered(number, 1 * KiB))
-        assert small_cache.contains(FRAME, pinned_id)
-        assert_within_budget(small_cache)
-
-    small_cache.unpin(FRAME, pinned_id)
-    small_cache.put(FRAME, *numbered(40, 1 * KiB))
-    assert small_cache.contains(FRAME, pinned_id), "one pin is still held"
-
-    small_cache.unpin(FRAME, pinned_id)
-    assert small_cache.stats().pinned_bytes == 0
-    # Unpinned last, it is the most recent object: the next few puts evict others first.
-    small_cache.put(FRAME, *numbered(41, 1 * KiB))
-    assert small_cache.contains(FRAME, pinned_id)
-    for number in range(42, 52):
-        small_cache.put(FRAME, *numbered(number, 1 * KiB))
-    assert not small_cache.contains(FRAME, pinned_id)
-    small_cache.verify()
-
-
-def test_put_with_pin_arrives_pinned(small_cache: ObjectCache) -> None:
-    tree_id = TreeId(b"\x07" * 32)
-    small_cache.put(TREE, tree_id, b"tree" * 100, pin=True)
-    for number in range(30):
-        small_cache.put(FRAME, *numbered(number, 1 * KiB))
-    assert small_cache.get(TREE, tree_id) == b"tree" * 100
-    assert small_cache.stats().pinned_count == 1
-
-
 def test_an_object_bigger_than_the_budget_is_refused(small_cache: ObjectCache) -> None:
     small_cache.put(FRAME, *numbered(1, 1 * KiB))
     too_big_id, too_big = numbered(2, 10 * KiB + 1)
@@ -218,34 +179,22 @@ def test_an_object_bigger_than_the_budget_is_refused(small_cache: ObjectCache) -
     small_cache.verify()
 
 
-def test_put_is_refused_when_pinned_bytes_leave_no_room(small_cache: ObjectCache) -> None:
-    pinned = [numbered(number, 3 * KiB) for number in range(3)]
-    for chunk_id, data in pinned:
-        small_cache.put(FRAME, chunk_id, data, pin=True)
-    small_cache.put(FRAME, *numbered(10, 1 * KiB))  # 10 KiB: fits exactly
-
-    with pytest.raises(PinnedBytesExceedBudgetError, match="9216 bytes are pinned") as caught:
-        small_cache.put(FRAME, *numbered(11, 1 * KiB + 1))
-    assert isinstance(caught.value, TransientError)
-    assert small_cache.stats().object_count == 4, "a refused put evicts nothing"
-
-    small_cache.unpin(FRAME, pinned[0][0])
-    small_cache.put(FRAME, *numbered(11, 1 * KiB + 1))
-    assert_within_budget(small_cache)
-    small_cache.verify()
-
-
-def test_a_refused_put_keeps_the_recency_of_earlier_reads(small_cache: ObjectCache) -> None:
-    objects = [numbered(number, 1 * KiB) for number in range(5)]
-    for chunk_id, data in objects:
-        small_cache.put(FRAME, chunk_id, data)
-    small_cache.put(FRAME, *numbered(50, 5 * KiB), pin=True)
-    small_cache.get(FRAME, objects[0][0])  # 0 is now the most recent; 1 the oldest
-    with pytest.raises(PinnedBytesExceedBudgetError):
-        small_cache.put(FRAME, *numbered(51, 6 * KiB))
-    small_cache.put(FRAME, *numbered(52, 1 * KiB))
-    assert small_cache.contains(FRAME, objects[0][0])
-    assert not small_cache.contains(FRAME, objects[1][0])
+def test_a_refused_put_keeps_the_recency_of_earlier_reads(cache_dir: Path) -> None:
+    objects = [numbered(number, 10 * KiB) for number in range(5)]
+    with ObjectCache.open(
+        cache_dir, budget_bytes=8 * MiB, initial_map_bytes=64 * KiB, max_map_bytes=256 * KiB
+    ) as cache:
+        for chunk_id, data in objects:
+            cache.put(FRAME, chunk_id, data)
+        cache.get(FRAME, objects[0][0])  # 0 is now the most recent; 1 the oldest
+        with pytest.raises(CacheMapFullError):  # the write holding that touch is undone
+            cache.put(FRAME, *numbered(50, 1 * MiB))
+    # The touch went back to the batch and was written at close: a smaller budget evicts
+    # the oldest, which is 1, not 0.
+    with ObjectCache.open(cache_dir, budget_bytes=40 * KiB) as cache:
+        assert cache.contains(FRAME, objects[0][0])
+        assert not cache.contains(FRAME, objects[1][0])
+        cache.verify()
 
 
 def test_chunk_and_tree_with_equal_id_bytes_do_not_collide(small_cache: ObjectCache) -> None:
@@ -266,28 +215,13 @@ def test_a_kind_with_the_wrong_id_type_is_refused(small_cache: ObjectCache) -> N
         small_cache.get(TREE, ChunkId(b"\x01" * 32))
 
 
-def test_delete_removes_even_a_pinned_object_and_a_late_unpin_is_harmless(
-    small_cache: ObjectCache,
-) -> None:
+def test_delete_removes_an_object_once(small_cache: ObjectCache) -> None:
     chunk_id, data = numbered(1, 1 * KiB)
-    small_cache.put(FRAME, chunk_id, data, pin=True)
+    small_cache.put(FRAME, chunk_id, data)
     assert small_cache.delete(FRAME, chunk_id)
     assert not small_cache.delete(FRAME, chunk_id)
-    small_cache.unpin(FRAME, chunk_id)
     stats = small_cache.stats()
-    assert (stats.object_count, stats.stored_bytes, stats.pinned_bytes) == (0, 0, 0)
-    small_cache.verify()
-
-
-def test_pinning_a_missing_object_or_unpinning_an_unpinned_one_is_refused(
-    small_cache: ObjectCache,
-) -> None:
-    chunk_id, data = numbered(1, 1 * KiB)
-    with pytest.raises(NotFoundError):
-        small_cache.pin(FRAME, chunk_id)
-    small_cache.put(FRAME, chunk_id, data)
-    with pytest.raises(CacheError, match="not pinned"):
-        small_cache.unpin(FRAME, chunk_id)
+    assert (stats.object_count, stats.stored_bytes) == (0, 0)
     small_cache.verify()
 
 
@@ -296,13 +230,12 @@ def test_reopen_after_close_keeps_contents_totals_and_recency(cache_dir: Path) -
     with ObjectCache.open(cache_dir, budget_bytes=10 * KiB) as cache:
         for chunk_id, data in objects:
             cache.put(FRAME, chunk_id, data)
-        cache.put(TREE, TreeId(b"\x01" * 32), b"", pin=True)  # empty objects count too
+        cache.put(TREE, TreeId(b"\x01" * 32), b"")  # empty objects count too
         cache.get(FRAME, objects[0][0])  # a touch still pending at close
         before = cache.stats()
     with ObjectCache.open(cache_dir, budget_bytes=10 * KiB) as cache:
         after = cache.stats()
         assert (after.object_count, after.stored_bytes) == (before.object_count, 10 * KiB)
-        assert (after.pinned_count, after.pinned_bytes) == (0, 0), "pins end with their handle"
         for chunk_id, data in objects:
             assert cache.get(FRAME, chunk_id) == data
         cache.verify()
@@ -392,7 +325,7 @@ def test_a_read_only_cache_reads_but_never_writes(cache_dir: Path) -> None:
         with pytest.raises(CacheError, match="read-only"):
             reader.put(FRAME, *numbered(2, 1))
         with pytest.raises(CacheError, match="read-only"):
-            reader.pin(FRAME, chunk_id)
+            reader.delete(FRAME, chunk_id)
         reader.verify()
     assert hashlib.sha256(data_file.read_bytes()).digest() == before
 
@@ -571,7 +504,7 @@ def test_a_reader_process_sees_objects_written_before_and_after_it_opened(
     ) as cache:
         early = [numbered(number, 8 * KiB) for number in range(5)]
         for chunk_id, data in early:
-            cache.put(FRAME, chunk_id, data, pin=True)  # pinned: never evicted below
+            cache.put(FRAME, chunk_id, data)
         reader = Reader(cache_dir)
         try:
             for chunk_id, _ in early:
@@ -586,6 +519,9 @@ def test_a_reader_process_sees_objects_written_before_and_after_it_opened(
                 try:
                     for number in range(100, 900):
                         chunk_id, data = numbered(number, 16 * KiB)
+                        # Early objects kept recent (the touch comes before the put's
+                        # eviction), so they are never evicted below.
+                        cache.touch(FRAME, [early_id for early_id, _ in early])
                         cache.put(FRAME, chunk_id, data)
                         committed.append(chunk_id)
                 except BaseException as exc:  # reported to the test thread below
@@ -640,61 +576,46 @@ def model_id(kind: ObjectKind, number: int) -> ChunkId | TreeId:
 
 
 class CacheMachine(RuleBasedStateMachine):
-    """Every operation is mirrored on a model: sizes, pin counts, and the LRU order."""
+    """Every operation is mirrored on a model: sizes and the LRU order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.directory = Path(tempfile.mkdtemp(prefix="boxfs-cache-test-"))
         self.cache = ObjectCache.open(self.directory, budget_bytes=BUDGET_BYTES)
         self.sizes: dict[bytes, int] = {}
-        self.pins: dict[bytes, int] = {}
-        self.lru: list[bytes] = []  # unpinned keys, least recently used first
+        self.lru: list[bytes] = []  # keys, least recently used first
 
     def teardown(self) -> None:
         self.cache.close()
         shutil.rmtree(self.directory)
 
     def _touch(self, key: bytes) -> None:
-        if self.pins[key] == 0:
-            self.lru.remove(key)
-            self.lru.append(key)
+        self.lru.remove(key)
+        self.lru.append(key)
 
     def _remove(self, key: bytes) -> None:
-        if self.pins.pop(key) == 0:
-            self.lru.remove(key)
+        self.lru.remove(key)
         del self.sizes[key]
 
-    @rule(kind=KINDS, number=NUMBERS, pin=st.booleans())
-    def put(self, kind: ObjectKind, number: int, pin: bool) -> None:
+    @rule(kind=KINDS, number=NUMBERS)
+    def put(self, kind: ObjectKind, number: int) -> None:
         object_id = model_id(kind, number)
         key = kind.value + object_id
         size_bytes = SIZES[number]
         data = bytes([number]) * size_bytes
         if key in self.sizes:
-            self.cache.put(kind, object_id, data, pin=pin)
-            if pin:
-                if self.pins[key] == 0:
-                    self.lru.remove(key)
-                self.pins[key] += 1
-            else:
-                self._touch(key)
+            self.cache.put(kind, object_id, data)
+            self._touch(key)
             return
-        pinned_bytes = sum(self.sizes[k] for k, count in self.pins.items() if count)
         if size_bytes > BUDGET_BYTES:
             with pytest.raises(ObjectTooLargeError):
-                self.cache.put(kind, object_id, data, pin=pin)
+                self.cache.put(kind, object_id, data)
             return
-        if pinned_bytes + size_bytes > BUDGET_BYTES:
-            with pytest.raises(PinnedBytesExceedBudgetError):
-                self.cache.put(kind, object_id, data, pin=pin)
-            return
-        self.cache.put(kind, object_id, data, pin=pin)
+        self.cache.put(kind, object_id, data)
         while sum(self.sizes.values()) + size_bytes > BUDGET_BYTES:
             self._remove(self.lru[0])
         self.sizes[key] = size_bytes
-        self.pins[key] = 1 if pin else 0
-        if not pin:
-            self.lru.append(key)
+        self.lru.append(key)
 
     @rule(kind=KINDS, number=NUMBERS)
     def get(self, kind: ObjectKind, number: int) -> None:
@@ -707,31 +628,6 @@ class CacheMachine(RuleBasedStateMachine):
             assert data is None
 
     @rule(kind=KINDS, number=NUMBERS)
-    def pin(self, kind: ObjectKind, number: int) -> None:
-        key = kind.value + model_id(kind, number)
-        if key not in self.sizes:
-            with pytest.raises(NotFoundError):
-                self.cache.pin(kind, model_id(kind, number))
-            return
-        self.cache.pin(kind, model_id(kind, number))
-        if self.pins[key] == 0:
-            self.lru.remove(key)
-        self.pins[key] += 1
-
-    @rule(kind=KINDS, number=NUMBERS)
-    def unpin(self, kind: ObjectKind, number: int) -> None:
-        key = kind.value + model_id(kind, number)
-        if key in self.sizes and self.pins[key] == 0:
-            with pytest.raises(CacheError, match="not pinned"):
-                self.cache.unpin(kind, model_id(kind, number))
-            return
-        self.cache.unpin(kind, model_id(kind, number))
-        if key in self.sizes:
-            self.pins[key] -= 1
-            if self.pins[key] == 0:
-                self.lru.append(key)
-
-    @rule(kind=KINDS, number=NUMBERS)
     def delete(self, kind: ObjectKind, number: int) -> None:
         key = kind.value + model_id(kind, number)
         assert self.cache.delete(kind, model_id(kind, number)) == (key in self.sizes)
@@ -742,18 +638,12 @@ class CacheMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.cache.close()
         self.cache = ObjectCache.open(self.directory, budget_bytes=BUDGET_BYTES)
-        released = sorted(key for key, count in self.pins.items() if count)
-        self.lru.extend(released)  # pins end with the handle, re-queued in key order
-        self.pins = dict.fromkeys(self.pins, 0)
 
     @invariant()
     def totals_match_the_model_and_the_budget(self) -> None:
         stats = self.cache.stats()
-        pinned = [key for key, count in self.pins.items() if count]
         assert stats.object_count == len(self.sizes)
         assert stats.stored_bytes == sum(self.sizes.values()) <= BUDGET_BYTES
-        assert stats.pinned_count == len(pinned)
-        assert stats.pinned_bytes == sum(self.sizes[key] for key in pinned)
         self.cache.verify()
 
     @invariant()
