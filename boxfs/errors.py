@@ -4,9 +4,9 @@ Errors that come from the server arrive as ``store.protocol`` classes (``Unautho
 ``NotFoundError``, ``UnavailableError``, ...), raised by ``boxfs.remote``; integrity and
 format problems are ``store.errors`` classes. This module adds what only a device has:
 its home (not logged in, a broken configuration) and bad user input on the command line.
-The CLI maps all of them to one line and an exit code (``boxfs.cli.exit_codes``). ``leaf_exceptions``
-finds them inside the exception groups a trio nursery wraps them in (the uploader's
-rounds, the CLI's boundary).
+The CLI maps all of them to one line and an exit code (``boxfs.cli.exit_codes``).
+``leaf_exceptions`` finds them inside the exception groups a trio nursery wraps them in
+(the uploader's rounds, the CLI's boundary).
 """
 
 from __future__ import annotations

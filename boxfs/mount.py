@@ -2,12 +2,14 @@
 
 Owns the root trio nursery of a mount and the order of its life:
 
-1. Start: the device home (``Home.from_env``, ``load_session``), ``Remote``, the LMDB
-   ``ObjectCache`` (budget from ``--cache-size``), ``Journal``, the home namespace (from
-   the server; offline, the one the journal remembers a view of), ``Staging`` (sweeping
-   the staged files a crash left that no journal entry names), ``Fetcher``, ``Uploader``,
-   ``Syncer``, the ``FileSystemModel`` (``start`` loads the head, or offline the head
-   the view last showed), then
+1. Start: the device home, held by this process (``Home.hold``: a second mount of it
+   fails) and its session (``load_session``), ``Remote`` (which asks the home for a newer
+   session when the server refuses its own), the LMDB ``ObjectCache`` (budget from
+   ``--cache-size``), ``Journal``, the home namespace (from the server; offline, the one
+   the journal remembers a view of), ``Staging`` (sweeping the staged files a crash left
+   that no journal entry names), ``Fetcher``, ``Uploader``, ``StagePool``, the
+   ``FileSystemModel`` (``start`` loads the head, or offline the head the view last
+   showed), the ``Syncer`` (subscribed to the uploader's answers), then
    ``fuse_ops.init_session`` with ``fsname=boxfs``, ``subtype=boxfs``,
    ``default_permissions``, ``allow_other`` only when asked, and the user's ``-o``
    options (1 MiB requests come from libfuse's ``max_pages``, a 1 MiB ``st_blksize`` and,

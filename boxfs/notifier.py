@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import trio
 
-from boxfs.view import FileSystemModel
 from boxfs.threads import run_in_thread
+from boxfs.view import FileSystemModel
 
 _log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from typing import BinaryIO, Final, TypeAlias, TypeVar, cast
 import blake3
 import trio
 
+from boxfs.backoff import Backoff
 from boxfs.cli.output import Transfer, show_path
 from boxfs.errors import UsageError
 from boxfs.home import Home, Session
@@ -430,6 +431,7 @@ async def apply_ops(view: DriveView, ops: Sequence[DriveOp]) -> list[protocol.Op
     results: list[protocol.OpResult] = []
     for batch in _batches(ops):
         key = new_key()
+        backoff = Backoff(1.0, _MAX_RETRY_WAIT_S)
         for attempt in range(1, _APPLY_ATTEMPTS + 1):
             try:
                 reply = await view.remote.apply_ops(
@@ -439,10 +441,10 @@ async def apply_ops(view: DriveView, ops: Sequence[DriveOp]) -> list[protocol.Op
             except TransientError as exc:
                 if attempt == _APPLY_ATTEMPTS:
                     raise
-                wait_s = float(2 ** (attempt - 1))
+                wait_s = backoff.next_delay_s()
                 if isinstance(exc, protocol.RateLimitedError) and exc.retry_after_s:
-                    wait_s = exc.retry_after_s
-                await trio.sleep(min(wait_s, _MAX_RETRY_WAIT_S))
+                    wait_s = min(exc.retry_after_s, _MAX_RETRY_WAIT_S)
+                await trio.sleep(wait_s)
         results.extend(reply.results)
     return results
 

@@ -39,6 +39,7 @@ from boxfs.errors import (
     NoSuchVersionError,
     NotLoggedInError,
     UsageError,
+    leaf_exceptions,
 )
 from store import protocol
 from store.errors import (
@@ -108,10 +109,8 @@ def describe(exc: BaseException) -> str:
 def leaf(exc: BaseException) -> BaseException:
     """The error that matters inside trio's exception groups (the first that is not a
     cancellation caused by it)."""
-    while isinstance(exc, BaseExceptionGroup):
-        leaves = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
-        exc = (leaves or list(exc.exceptions))[0]
-    return exc
+    leaves = leaf_exceptions(exc)
+    return next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
 
 
 def exit_for_results(results: Sequence[protocol.OpResult]) -> ExitCode:

@@ -25,6 +25,7 @@ import trio
 from boxfs.journal import FileAttrs, JournalError, PendingDelete, PendingOp
 from boxfs.stage_pool import StagePool
 from boxfs.staging import MemoryBudget, StagedFile, Staging
+from boxfs.threads import run_in_thread
 from boxfs.view.nodes import (
     DIR_SIZE,
     ROOT_INODE,
@@ -109,10 +110,8 @@ class ViewBase:
         self._versions_stale = False
 
     async def _thread(self, function: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
-        def call() -> _T:
-            return function(*args, **kw)
-
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        """``function`` in a worker thread under the mount's limiter (``run_in_thread``)."""
+        return await run_in_thread(self._limiter, function, *args, **kw)
 
     async def _new_stage(self) -> StagedFile:
         """A new empty staged file, pinned: a ready one from the pool if it has one (no
