@@ -65,9 +65,9 @@ from boxfs.notifier import Notifier
 from boxfs.remote import Remote
 from boxfs.stage_pool import StagePool
 from boxfs.staging import Staging
-from boxfs.syncer import Syncer
 from boxfs.uploader import Uploader
 from boxfs.view import FileSystemModel
+from boxfs.view.syncer import Syncer
 from store import protocol
 from store.cache import ObjectCache
 from store.errors import StoreError

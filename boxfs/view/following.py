@@ -1,6 +1,6 @@
 """Following the server: a new head of the namespace applied to the view in place.
 
-``apply_head`` (called by ``boxfs.syncer``) diffs the new head's trees against the listed
+``apply_head`` (called by ``boxfs.view.syncer``) diffs the new head's trees against the listed
 part of the view, first fetching the changed trees without the model lock, then, under
 it, changes what differs in place (a file keeps its inode, so an open descriptor reads the
 new content) and queues ``Invalidation``s for the notifier. Names with unconfirmed journal

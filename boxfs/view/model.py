@@ -11,7 +11,10 @@ package and a class on top of the one below:
 - ``content.FileContent``: open files, copy-on-write staging, a file's put at close/fsync;
 - ``following.FollowingServer``: a new head from the server applied in place;
 - ``replay.JournalReplay``: the start (the head, and the journal replayed onto it);
-- ``posix.NamespaceRules``: the POSIX namespace operations.
+- ``posix.NamespaceRules``: the POSIX namespace operations;
+
+and above the model, ``syncer.Syncer``, the task that follows the server's event stream
+and hands each new head to ``following``.
 
 It is built from what ``ports`` names (content by id, the server's history, the journal,
 the uploader's nudge), so the mount wires in the real parts and a test anything alike.

@@ -22,8 +22,8 @@ from pathlib import Path
 import trio
 
 from boxfs.remote import Remote
-from boxfs.syncer import Syncer
 from boxfs.view import ROOT_INODE, FileSystemModel, FsError, Invalidation
+from boxfs.view.syncer import Syncer
 from tests.boxfs.test_fs_model import (
     PASSWORD,
     Mount,

@@ -38,7 +38,8 @@ import trio
 from boxfs.backoff import Backoff
 from boxfs.remote import Remote
 from boxfs.upload_relay import UploadRelay
-from boxfs.view import FileSystemModel, FsError, SyncError
+from boxfs.view.model import FileSystemModel
+from boxfs.view.nodes import FsError, SyncError
 from store import protocol
 from store.errors import StoreError
 from store.ids import CommitId, NamespaceId
