@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 
 from boxfs.journal import (
     AttrChanges,
@@ -161,19 +162,10 @@ class NamespaceRules(JournalReplay):
 
     async def mkdir(self, parent: int, name: bytes, mode: int) -> Attr:
         directory = self._writable_dir(parent)
-
-        async def change() -> Node:
-            children = self._free_name(directory, name)
-            node = self._new_node(directory, name, EntryKind.DIR, mode)
-            await self._append(PendingMkdir(self._path(node), self._file_attrs(node)))
-            node.remote = True
-            children[name] = node
-            self._touch(directory)
-            return node
-
-        node = await self._change(change)
-        node.lookups += 1
-        return self._attr(node)
+        return await self._add_entry(
+            directory, name, EntryKind.DIR, mode,
+            lambda node: PendingMkdir(self._path(node), self._file_attrs(node)),
+        )  # fmt: skip
 
     async def rmdir(self, parent: int, name: bytes) -> None:
         directory = self._writable_dir(parent)
@@ -290,14 +282,30 @@ class NamespaceRules(JournalReplay):
         target: bytes = b"",
         rdev: int = 0,
     ) -> Attr:
+        def put(node: Node) -> PendingOp:
+            return PendingPut(self._path(node), self._file_attrs(node), kind=kind, target=target)
+
+        return await self._add_entry(directory, name, kind, mode, put, target=target, rdev=rdev)
+
+    async def _add_entry(
+        self,
+        directory: Node,
+        name: bytes,
+        kind: EntryKind,
+        mode: int,
+        journal_op: Callable[[Node], PendingOp],
+        *,
+        target: bytes = b"",
+        rdev: int = 0,
+    ) -> Attr:
+        """A new folder, symlink, FIFO or socket, journaled as ``journal_op`` says."""
+
         async def change() -> Node:
             children = self._free_name(directory, name)
             node = self._new_node(directory, name, kind, mode)
             node.target = target
             node.rdev = rdev
-            await self._append(
-                PendingPut(self._path(node), self._file_attrs(node), kind=kind, target=target)
-            )
+            await self._append(journal_op(node))
             node.remote = True
             children[name] = node
             self._touch(directory)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Annotated, Any, TypeAlias, TypeVar
 
 from pydantic import GetCoreSchemaHandler
@@ -139,13 +140,19 @@ def _wire_bytes_json_schema() -> core_schema.CoreSchema:
     )
 
 
-class _WireBytes:
-    """Annotation marker: ``bytes`` in Python, ``encode_wire_bytes`` form in JSON."""
+class _AsWireBytes:
+    """Annotation marker: a Python value that travels as a byte string in JSON, in the
+    ``encode_wire_bytes`` form (``decode`` parses it, ``encode`` writes it)."""
 
-    @staticmethod
-    def _validate(value: object) -> bytes:
+    def __init__(
+        self, decode: Callable[[object], Any], encode: Callable[[Any], WireBytesJson]
+    ) -> None:
+        self._decode = decode
+        self._encode = encode
+
+    def _validate(self, value: object) -> object:
         try:
-            return decode_wire_bytes(value)
+            return self._decode(value)
         except ProtocolError as exc:
             raise _pydantic_error(exc) from exc
 
@@ -157,12 +164,12 @@ class _WireBytes:
             self._validate,
             json_schema_input_schema=wire,
             serialization=core_schema.plain_serializer_function_ser_schema(
-                encode_wire_bytes, when_used="json", return_schema=wire
+                self._encode, when_used="json", return_schema=wire
             ),
         )
 
 
-WireBytes: TypeAlias = Annotated[bytes, _WireBytes()]
+WireBytes: TypeAlias = Annotated[bytes, _AsWireBytes(decode_wire_bytes, encode_wire_bytes)]
 
 
 def validate_name(name: bytes) -> bytes:
@@ -192,28 +199,5 @@ def path_to_wire(path: DrivePath) -> WireBytesJson:
     return encode_wire_bytes(bytes(path))
 
 
-class _WirePath:
-    """Annotation marker: a ``store.paths.DrivePath`` in Python, its bytes in the
-    ``encode_wire_bytes`` form in JSON."""
-
-    @staticmethod
-    def _validate(value: object) -> DrivePath:
-        try:
-            return path_from_wire(value)
-        except ProtocolError as exc:
-            raise _pydantic_error(exc) from exc
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        wire = _wire_bytes_json_schema()
-        return core_schema.no_info_plain_validator_function(
-            self._validate,
-            json_schema_input_schema=wire,
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                path_to_wire, when_used="json", return_schema=wire
-            ),
-        )
-
-
-WirePath: TypeAlias = Annotated[DrivePath, _WirePath()]
+# A ``store.paths.DrivePath`` in Python, its bytes in the ``encode_wire_bytes`` form in JSON.
+WirePath: TypeAlias = Annotated[DrivePath, _AsWireBytes(path_from_wire, path_to_wire)]
