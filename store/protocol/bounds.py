@@ -43,7 +43,8 @@ MAX_SESSIONS_LISTED: Final = 1000
 # A record-stream body (chunk upload): about 16 maximal frames, 64 average ones.
 MAX_BATCH_BODY_BYTES: Final = 64 * _MIB
 # A JSON body. Large because a put carries a file's whole chunk list (about 90 bytes of
-# JSON per chunk: a 1 TiB file at the 1 MiB average needs roughly 95 MiB).
+# JSON per chunk: the largest file, 256 GiB, at the 1 MiB average needs about 24 MiB; at
+# the 256 KiB minimum, about 95 MiB).
 MAX_JSON_BODY_BYTES: Final = 128 * _MIB
 # A frame is at most a 4 MiB chunk behind a small header. The wire bound is a little looser
 # than store.frames' exact one; the frame decoder enforces that one on receipt.
