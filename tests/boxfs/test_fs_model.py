@@ -59,18 +59,24 @@ RW = os.O_RDWR
 
 
 @dataclass
-class Mount:
+class _Journaled:
+    """What every view under test has: its namespace and journal, and what is pending."""
+
     model: FileSystemModel
-    remote: Remote
     namespace: NamespaceId
     journal: Journal
     staging: Staging
-    uploader: Uploader
-    fetcher: Fetcher
 
     async def pending(self) -> list[PendingOp]:
         entries = await trio.to_thread.run_sync(self.journal.pending, self.namespace, 10_000)
         return [entry.op for entry in entries]
+
+
+@dataclass
+class Mount(_Journaled):
+    remote: Remote
+    uploader: Uploader
+    fetcher: Fetcher
 
 
 async def new_account(url: str) -> tuple[Remote, NamespaceId]:
@@ -114,24 +120,16 @@ async def mounted(
             await model.start()  # before the uploader: it replays the journal
             if upload:
                 nursery.start_soon(uploader.run)
-            yield Mount(model, remote, namespace, journal, staging, uploader, fetcher)
+            yield Mount(model, namespace, journal, staging, remote, uploader, fetcher)
             nursery.cancel_scope.cancel()
 
 
 @dataclass
-class ModelMount:
+class ModelMount(_Journaled):
     """A view over a namespace kept in memory: no server, no kernel."""
 
-    model: FileSystemModel
     drive: MemoryDrive
-    namespace: NamespaceId
-    journal: Journal
-    staging: Staging
     uploads: NoUploads
-
-    async def pending(self) -> list[PendingOp]:
-        entries = await trio.to_thread.run_sync(self.journal.pending, self.namespace, 10_000)
-        return [entry.op for entry in entries]
 
 
 @asynccontextmanager
@@ -151,7 +149,7 @@ async def in_memory(
             gid=GID, preserve_ownership=preserve_ownership,
         )  # fmt: skip
         await model.start()
-        yield ModelMount(model, drive, drive.namespace_id, journal, staging, uploads)
+        yield ModelMount(model, drive.namespace_id, journal, staging, drive, uploads)
 
 
 @pytest.fixture(scope="module")
