@@ -22,9 +22,14 @@ in ``conflicts`` (for ``boxfs status``).
 
 **Bases.** A put or delete names the content it expects to replace (``base``). When the
 mount writes a file again while its previous put is still pending, it does not know that
-put's content hash yet (the uploader computes it at send time): it passes ``base_seq``, the
-seq of that put, and the uploader uses the content hash recorded for it (``put_hashes``),
-falling back to ``base`` if that put never got one (it was rejected before sending).
+put's content hash yet (the uploader computes it at send time): it appends the op as
+``BasedOnPut(op, base_seq)``, naming the seq of that put; the entry carries ``base_seq``,
+and the uploader uses the content hash recorded for it (``put_hashes``), falling back to
+``base`` if that put never got one (it was rejected before sending).
+
+**Ops.** Entries hold the store's operations (``store.ops``: ``Mkdir``, ``Move``,
+``Delete``, ``SetAttr``), and one of the journal's own, ``StagedPut``: a put whose content
+is still a staged file, which becomes a ``store.ops.Put`` when the uploader has cut it.
 
 **Durability.** Once ``append`` returns, the entry survives the process being killed
 (SQLite's write-ahead log is written before the commit returns, whatever the sync mode) and,
@@ -70,7 +75,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 import msgpack
 
@@ -79,8 +84,19 @@ from boxfs.staging import check_name
 from store import protocol
 from store.errors import FormatError, StoreError
 from store.ids import CommitId, ContentHash, NamespaceId, TreeId
-from store.objects import EntryKind, FileEntry
-from store.protocol import DrivePath
+from store.objects import ChunkRef, EntryKind, FileEntry
+from store.ops import (
+    AttrChanges,
+    Attrs,
+    Delete,
+    Mkdir,
+    Move,
+    OpKind,
+    Put,
+    SetAttr,
+    Xattrs,
+)
+from store.paths import DrivePath
 
 SCHEMA_VERSION: Final = 1
 # The newest conflict records kept for `boxfs status`; older ones are pruned.
@@ -158,66 +174,23 @@ class JournalError(BoxfsError):
 
 # --- operations --------------------------------------------------------------------------
 
-Xattrs: TypeAlias = tuple[tuple[bytes, bytes], ...]
-
-
-def _check_attributes(mode: int, uid: int, gid: int, mtime_ns: int, xattrs: Xattrs) -> None:
-    # The format owns the rules; a FIFO entry (no content) applies them alone.
-    FileEntry(
-        name=b"probe", kind=EntryKind.FIFO, mode=mode, uid=uid, gid=gid, size=0,
-        mtime_ns=mtime_ns, xattrs=xattrs,
-    )  # fmt: skip
+# The journal holds the store's ops (``store.ops``), with one op of its own: a put whose
+# content is still a staged file, which the uploader cuts into chunks at send time.
 
 
 @dataclass(frozen=True, slots=True)
-class FileAttrs:
-    """The attributes a put or mkdir gives the entry (``mode``: permission bits only)."""
-
-    mode: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    xattrs: Xattrs = ()
-
-    def __post_init__(self) -> None:
-        _check_attributes(self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs)
-
-
-@dataclass(frozen=True, slots=True)
-class AttrChanges:
-    """What a setattr changes: ``None`` leaves a field as it is; ``xattrs`` replaces the
-    whole list. At least one field is set."""
-
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    mtime_ns: int | None = None
-    xattrs: Xattrs | None = None
-
-    def __post_init__(self) -> None:
-        values = (self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs)
-        if all(value is None for value in values):
-            raise FormatError("a setattr that changes nothing")
-        _check_attributes(
-            self.mode or 0, self.uid or 0, self.gid or 0, self.mtime_ns or 0, self.xattrs or ()
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class PendingPut:
-    """Create or replace a non-directory at ``path``. A FILE's content is the staged file
-    ``staged`` (frozen from now on); a SYMLINK has ``target``; FIFO and SOCKET have none.
-    ``base``: the content hash the mount last saw there (``None``: a new name);
-    ``base_seq``: the seq of an earlier pending put of this file, whose content is the
-    real base once the uploader has computed it."""
+class StagedPut:
+    """Create or replace a non-directory at ``path``: ``store.ops.Put`` before its entry
+    exists. A FILE's content is the staged file ``staged`` (frozen from now on); a SYMLINK
+    has ``target``; FIFO and SOCKET have none. ``base``: the content hash the mount last
+    saw there (``None``: a new name)."""
 
     path: DrivePath
-    attrs: FileAttrs
+    attrs: Attrs
     staged: str | None = None
     kind: EntryKind = EntryKind.FILE
     target: bytes = b""
     base: ContentHash | None = None
-    base_seq: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind is EntryKind.DIR:
@@ -234,68 +207,45 @@ class PendingPut:
         elif self.target:
             raise FormatError("only a symlink has a target")
 
+    def put(
+        self,
+        chunks: tuple[ChunkRef, ...] = (),
+        size: int = 0,
+        content_hash: ContentHash | None = None,
+        base: ContentHash | None = None,
+    ) -> Put:
+        """The store's put, once a file's content is cut (``chunks``, ``size``,
+        ``content_hash``) and its base resolved (``base``)."""
+        attrs = self.attrs
+        if self.kind is not EntryKind.FILE:
+            size = len(self.target)
+        entry = FileEntry(
+            name=self.path.name, kind=self.kind, mode=attrs.mode, uid=attrs.uid,
+            gid=attrs.gid, size=size, mtime_ns=attrs.mtime_ns, xattrs=attrs.xattrs,
+            chunks=chunks, content_hash=content_hash, target=self.target,
+        )  # fmt: skip
+        return Put(self.path, entry, base)
 
-@dataclass(frozen=True, slots=True)
-class PendingMkdir:
-    path: DrivePath
-    attrs: FileAttrs
 
-
-@dataclass(frozen=True, slots=True)
-class PendingMove:
-    """rename(2) from ``src`` to ``dst``, carrying a subtree (and, by order, every pending
-    put beneath it) along."""
-
-    src: DrivePath
-    dst: DrivePath
-
-    def __post_init__(self) -> None:
-        if self.dst.is_within(self.src):
-            raise FormatError("cannot move a path onto or into itself")
-
-
-@dataclass(frozen=True, slots=True)
-class PendingDelete:
-    path: DrivePath
-    base: ContentHash | None = None
-    base_seq: int | None = None
+JournalOp: TypeAlias = StagedPut | Mkdir | Move | Delete | SetAttr
 
 
 @dataclass(frozen=True, slots=True)
-class PendingSetattr:
-    path: DrivePath
-    changes: AttrChanges
+class BasedOnPut:
+    """``op``, a put or delete of a file whose base is the content of an earlier pending
+    put, ``base_seq``: known once the uploader has cut that put (see "Bases" above)."""
 
-
-PendingOp: TypeAlias = PendingPut | PendingMkdir | PendingMove | PendingDelete | PendingSetattr
-OpKind: TypeAlias = Literal["put", "mkdir", "move", "delete", "setattr"]
-
-
-def kind_of(op: PendingOp) -> OpKind:
-    match op:
-        case PendingPut():
-            return "put"
-        case PendingMkdir():
-            return "mkdir"
-        case PendingMove():
-            return "move"
-        case PendingDelete():
-            return "delete"
-        case PendingSetattr():
-            return "setattr"
-
-
-def path_of(op: PendingOp) -> DrivePath:
-    """The path an op names (a move's source)."""
-    return op.src if isinstance(op, PendingMove) else op.path
+    op: StagedPut | Delete
+    base_seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     seq: int
     namespace_id: NamespaceId
-    op: PendingOp
+    op: JournalOp
     batch_key: str | None  # set once the entry belongs to a batch persisted for sending
+    base_seq: int | None = None  # a put or delete ``BasedOnPut``
 
     @property
     def in_flight(self) -> bool:
@@ -348,7 +298,7 @@ def _pack(value: Any) -> bytes:
     return packed
 
 
-def _attrs_to_map(attrs: FileAttrs) -> dict[str, Any]:
+def _attrs_to_map(attrs: Attrs) -> dict[str, Any]:
     return {
         "mode": attrs.mode,
         "uid": attrs.uid,
@@ -362,8 +312,8 @@ def _xattrs_from(raw: Any) -> Xattrs:
     return tuple((bytes(name), bytes(value)) for name, value in raw)
 
 
-def _attrs_from_map(raw: dict[str, Any]) -> FileAttrs:
-    return FileAttrs(
+def _attrs_from_map(raw: dict[str, Any]) -> Attrs:
+    return Attrs(
         mode=raw["mode"],
         uid=raw["uid"],
         gid=raw["gid"],
@@ -383,9 +333,15 @@ class _Row:
     base_seq: int | None = None
 
 
-def _row_of(op: PendingOp) -> _Row:
+def _row_of(pending: JournalOp | BasedOnPut) -> _Row:
+    base_seq = None
+    if isinstance(pending, BasedOnPut):
+        op: JournalOp = pending.op
+        base_seq = pending.base_seq
+    else:
+        op = pending
     match op:
-        case PendingPut():
+        case StagedPut():
             attrs = _attrs_to_map(op.attrs) | {"kind": int(op.kind), "target": op.target}
             return _Row(
                 "put",
@@ -393,16 +349,16 @@ def _row_of(op: PendingOp) -> _Row:
                 staged=op.staged,
                 attrs=_pack(attrs),
                 base=None if op.base is None else bytes(op.base),
-                base_seq=op.base_seq,
+                base_seq=base_seq,
             )
-        case PendingMkdir():
+        case Mkdir():
             return _Row("mkdir", bytes(op.path), attrs=_pack(_attrs_to_map(op.attrs)))
-        case PendingMove():
+        case Move():
             return _Row("move", bytes(op.src), dst=bytes(op.dst))
-        case PendingDelete():
+        case Delete():
             base = None if op.base is None else bytes(op.base)
-            return _Row("delete", bytes(op.path), base=base, base_seq=op.base_seq)
-        case PendingSetattr():
+            return _Row("delete", bytes(op.path), base=base, base_seq=base_seq)
+        case SetAttr():
             changes = op.changes
             fields: dict[str, Any] = {
                 name: value
@@ -431,33 +387,32 @@ def _entry_from(row: sqlite3.Row) -> JournalEntry:
         namespace_id = NamespaceId(row["namespace"])
     except (StoreError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
         raise JournalError(f"journal entry {seq} is unreadable: {exc}") from exc
-    return JournalEntry(seq, namespace_id, op, row["batch_key"])
+    return JournalEntry(seq, namespace_id, op, row["batch_key"], row["base_seq"])
 
 
-def _op_from(row: sqlite3.Row) -> PendingOp:
+def _op_from(row: sqlite3.Row) -> JournalOp:
     kind = row["kind"]
     path = DrivePath.from_bytes(row["path"])
     attrs: Any = None if row["attrs"] is None else msgpack.unpackb(row["attrs"], raw=False)
     base = None if row["base"] is None else ContentHash(row["base"])
     if kind == "put":
-        return PendingPut(
+        return StagedPut(
             path=path,
             attrs=_attrs_from_map(attrs),
             staged=row["staged"],
             kind=EntryKind(attrs["kind"]),
             target=bytes(attrs["target"]),
             base=base,
-            base_seq=row["base_seq"],
         )
     if kind == "mkdir":
-        return PendingMkdir(path, _attrs_from_map(attrs))
+        return Mkdir(path, _attrs_from_map(attrs))
     if kind == "move":
-        return PendingMove(path, DrivePath.from_bytes(row["dst"]))
+        return Move(path, DrivePath.from_bytes(row["dst"]))
     if kind == "delete":
-        return PendingDelete(path, base, row["base_seq"])
+        return Delete(path, base)
     if kind == "setattr":
         xattrs = attrs.get("xattrs")
-        return PendingSetattr(
+        return SetAttr(
             path,
             AttrChanges(
                 mode=attrs.get("mode"),
@@ -593,12 +548,16 @@ class Journal:
 
     # --- appending ----------------------------------------------------------------------------
 
-    def append(self, namespace_id: NamespaceId, op: PendingOp) -> int:
+    def append(self, namespace_id: NamespaceId, op: JournalOp | BasedOnPut) -> int:
         """Add ``op`` after every earlier entry; durable when this returns. Its seq."""
         return self.append_many(namespace_id, [op])[0]
 
     def append_many(
-        self, namespace_id: NamespaceId, ops: Iterable[PendingOp], *, power_safe: bool = True
+        self,
+        namespace_id: NamespaceId,
+        ops: Iterable[JournalOp | BasedOnPut],
+        *,
+        power_safe: bool = True,
     ) -> list[int]:
         """Add several ops, in order, in one transaction (one fsync; none unless
         ``power_safe``: see "Durability" above)."""

@@ -54,16 +54,7 @@ import trio
 
 from boxfs.backoff import Backoff
 from boxfs.errors import leaf_exceptions
-from boxfs.journal import (
-    InFlightBatch,
-    Journal,
-    JournalEntry,
-    PendingDelete,
-    PendingMkdir,
-    PendingMove,
-    PendingPut,
-    PendingSetattr,
-)
+from boxfs.journal import InFlightBatch, Journal, JournalEntry, JournalOp, StagedPut
 from boxfs.remote import Remote
 from boxfs.staging import FileTooLargeError, StagedFileMissingError, Staging, StagingError
 from boxfs.threads import run_in_thread
@@ -73,7 +64,8 @@ from store.chunking import CHUNK_MIN_BYTES, ChunkStream
 from store.errors import FormatError
 from store.frames import encode_frame
 from store.ids import ChunkId, ContentHash, NamespaceId
-from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind, FileEntry
+from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind
+from store.ops import Delete
 
 _log = logging.getLogger(__name__)
 
@@ -257,59 +249,28 @@ def _jobs_for(
 # --- building ops --------------------------------------------------------------------------
 
 
-def _xattr_models(xattrs: tuple[tuple[bytes, bytes], ...]) -> tuple[protocol.XattrModel, ...]:
-    return tuple(protocol.XattrModel(name=name, value=value) for name, value in xattrs)
-
-
 def build_op(
-    op: PendingPut | PendingMkdir | PendingMove | PendingDelete | PendingSetattr,
-    scanned: _ScannedFile | None,
-    base: ContentHash | None,
-) -> protocol.PutOp | protocol.MkdirOp | protocol.MoveOp | protocol.DeleteOp | protocol.SetattrOp:
-    """The protocol op for a journal op (``scanned``: the cut staged file of a file put;
+    op: JournalOp, scanned: _ScannedFile | None, base: ContentHash | None
+) -> protocol.WireOp:
+    """The wire op for a journal op (``scanned``: the cut staged file of a file put;
     ``base``: the resolved base of a put or delete). Raises ``FormatError`` or pydantic's
     ``ValidationError`` for an op the protocol refuses."""
     match op:
-        case PendingPut():
-            attrs = op.attrs
+        case StagedPut():
             if op.kind is EntryKind.FILE:
                 assert scanned is not None
-                entry = FileEntry(
-                    name=op.path.name, kind=EntryKind.FILE, mode=attrs.mode, uid=attrs.uid,
-                    gid=attrs.gid, size=scanned.size, mtime_ns=attrs.mtime_ns,
-                    xattrs=attrs.xattrs, chunks=scanned.chunks,
-                    content_hash=scanned.content_hash,
-                )  # fmt: skip
+                put = op.put(scanned.chunks, scanned.size, scanned.content_hash, base)
             else:
-                entry = FileEntry(
-                    name=op.path.name, kind=op.kind, mode=attrs.mode, uid=attrs.uid,
-                    gid=attrs.gid, size=len(op.target), mtime_ns=attrs.mtime_ns,
-                    xattrs=attrs.xattrs, target=op.target,
-                )  # fmt: skip
-            return protocol.PutOp(path=op.path, entry=protocol.entry_to_model(entry), base=base)
-        case PendingMkdir():
-            attrs = op.attrs
-            model = protocol.AttrsModel(
-                mode=attrs.mode, uid=attrs.uid, gid=attrs.gid, mtime_ns=attrs.mtime_ns,
-                xattrs=_xattr_models(attrs.xattrs),
-            )  # fmt: skip
-            return protocol.MkdirOp(path=op.path, attrs=model)
-        case PendingMove():
-            return protocol.MoveOp(src=op.src, dst=op.dst)
-        case PendingDelete():
-            return protocol.DeleteOp(path=op.path, base=base)
-        case PendingSetattr():
-            changes = op.changes
-            xattrs = None if changes.xattrs is None else _xattr_models(changes.xattrs)
-            setattr_model = protocol.SetattrModel(
-                mode=changes.mode, uid=changes.uid, gid=changes.gid, mtime_ns=changes.mtime_ns,
-                xattrs=xattrs,
-            )  # fmt: skip
-            return protocol.SetattrOp(path=op.path, attrs=setattr_model)
+                put = op.put(base=base)
+            return protocol.op_to_wire(put)
+        case Delete():
+            return protocol.op_to_wire(Delete(op.path, base))
+        case _:
+            return protocol.op_to_wire(op)
 
 
 def _is_file_put(entry: JournalEntry) -> bool:
-    return isinstance(entry.op, PendingPut) and entry.op.kind is EntryKind.FILE
+    return isinstance(entry.op, StagedPut) and entry.op.kind is EntryKind.FILE
 
 
 @dataclass
@@ -317,8 +278,7 @@ class _Built:
     """A batch being built: the entries it carries, their ops, and the files cut."""
 
     entries: list[JournalEntry]
-    ops: list[protocol.PutOp | protocol.MkdirOp | protocol.MoveOp | protocol.DeleteOp
-              | protocol.SetattrOp]  # fmt: skip
+    ops: list[protocol.WireOp]
     files: list[_ScannedFile]
     content_hashes: dict[int, ContentHash]
     body_estimate: int = 0
@@ -537,7 +497,7 @@ class Uploader:
             for entry, op in zip(batch.entries, request.ops, strict=True):
                 if not (_is_file_put(entry) and isinstance(op, protocol.PutOp)):
                     continue
-                assert isinstance(entry.op, PendingPut) and entry.op.staged is not None
+                assert isinstance(entry.op, StagedPut) and entry.op.staged is not None
                 sent = tuple(ChunkRef(ref.chunk_id, ref.length) for ref in op.entry.chunks)
                 if not missing & {ref.chunk_id for ref in sent}:
                     continue
@@ -566,11 +526,7 @@ class Uploader:
         """Cut the staged files and build the ops for a prefix of ``entries``; entries that
         can never be sent are dropped (recorded) on the way."""
         built = _Built(entries=[], ops=[], files=[], content_hashes={})
-        base_seqs = [
-            entry.op.base_seq
-            for entry in entries
-            if isinstance(entry.op, PendingPut | PendingDelete) and entry.op.base_seq is not None
-        ]
+        base_seqs = [entry.base_seq for entry in entries if entry.base_seq is not None]
         known = (
             await run_in_thread(self.limiter, self.journal.put_hashes, base_seqs)
             if base_seqs
@@ -579,7 +535,7 @@ class Uploader:
         to_scan: deque[str] = deque(
             entry.op.staged
             for entry in entries
-            if isinstance(entry.op, PendingPut) and _is_file_put(entry) and entry.op.staged
+            if isinstance(entry.op, StagedPut) and _is_file_put(entry) and entry.op.staged
         )
         scans: deque[_ScannedFile | StagedFileMissingError | FileTooLargeError] = deque()
         for entry in entries:
@@ -603,12 +559,10 @@ class Uploader:
                     continue
                 scanned = outcome
             base: ContentHash | None = None
-            if isinstance(entry.op, PendingPut | PendingDelete):
+            if isinstance(entry.op, StagedPut | Delete):
                 base = entry.op.base
-                if entry.op.base_seq is not None:
-                    base = built.content_hashes.get(
-                        entry.op.base_seq, known.get(entry.op.base_seq, base)
-                    )
+                if entry.base_seq is not None:
+                    base = built.content_hashes.get(entry.base_seq, known.get(entry.base_seq, base))
             try:
                 op = build_op(entry.op, scanned, base)
             except (FormatError, pydantic.ValidationError) as exc:
@@ -635,7 +589,7 @@ class Uploader:
     ) -> None:
         local_copy: str | None = None
         op = entry.op
-        if preserve and isinstance(op, PendingPut) and op.staged is not None:
+        if preserve and isinstance(op, StagedPut) and op.staged is not None:
             local_copy = str(await run_in_thread(self.limiter, self.staging.preserve, op.staged))
         unreferenced = await run_in_thread(
             self.limiter, self.journal.reject, entry.seq, code,
@@ -687,7 +641,7 @@ class Uploader:
         local_copies: dict[int, str] = {}
         for entry, result in zip(entries, reply.results, strict=True):
             op = entry.op
-            if result.status != "rejected" or not isinstance(op, PendingPut) or not op.staged:
+            if result.status != "rejected" or not isinstance(op, StagedPut) or not op.staged:
                 continue
             _log.warning(
                 "the server refused the put of %r (%s: %s); its content is kept",

@@ -75,17 +75,7 @@ from store.errors import (
 )
 from store.frames import decode_frame, encode_frame
 from store.ids import ChunkId, CommitId, ContentHash, NamespaceId, TreeId
-from store.merkle import (
-    EMPTY_TREE_ID,
-    Delete,
-    Edit,
-    Mkdir,
-    Move,
-    Put,
-    SetAttr,
-    apply_edits,
-    lookup,
-)
+from store.merkle import EMPTY_TREE_ID, apply_edits, lookup
 from store.objects import (
     EMPTY_TREE,
     MAX_COMMIT_TEXT_BYTES,
@@ -98,6 +88,7 @@ from store.objects import (
     decode_commit,
     decode_tree,
 )
+from store.ops import Delete, Mkdir, Move, Op, Put, SetAttr, path_of
 
 _log = logging.getLogger(__name__)
 
@@ -403,7 +394,7 @@ class _Draft:
         self._new: dict[TreeId, bytes] = {}
         self._decoded: dict[TreeId, Tree] = {}
         self.root = root
-        self._pending: list[tuple[int, list[Edit]]] = []
+        self._pending: list[tuple[int, list[Op]]] = []
         self._touched: set[Components] = set()
         self._touched_prefixes: set[Components] = set()
         self.failures: dict[int, StoreError] = {}
@@ -426,18 +417,18 @@ class _Draft:
             self.flush()
         return lookup(self, self.root, b"/".join(components))
 
-    def add(self, index: int, edits: Sequence[Edit]) -> None:
+    def add(self, index: int, edits: Sequence[Op]) -> None:
         self._pending.append((index, list(edits)))
         for edit in edits:
             paths = (edit.src, edit.dst) if isinstance(edit, Move) else (edit.path,)
             for path in paths:
-                components = tuple(path.split(b"/"))
+                components = path.components
                 self._touched.add(components)
                 self._touched_prefixes.update(
                     components[:depth] for depth in range(1, len(components) + 1)
                 )
 
-    def _apply(self, edits: Sequence[Edit]) -> None:
+    def _apply(self, edits: Sequence[Op]) -> None:
         result = apply_edits(self, self.root, edits)
         self._new.update(result.new_trees)
         self.root = result.root
@@ -548,61 +539,37 @@ class _OpsPlanner:
                 plan.deleted_paths.append(outcome.deleted)
         return plan
 
-    def _plan_op(self, index: int, op: protocol.Op) -> _Outcome:
+    def _plan_op(self, index: int, wire: protocol.WireOp) -> _Outcome:
+        op = protocol.op_from_wire(wire)
         try:
-            if isinstance(op, protocol.PutOp):
-                return self._put(index, op)
-            if isinstance(op, protocol.MkdirOp):
-                return self._mkdir(index, op)
-            if isinstance(op, protocol.DeleteOp):
-                return self._delete(index, op)
-            if isinstance(op, protocol.MoveOp):
-                self.draft.add(index, [Move(bytes(op.src), bytes(op.dst))])
-                return _applied(op.src, f"move {_show(op.src)} → {_show(op.dst)}")
-            self.draft.add(index, [self._setattr_edit(op)])
-            return _applied(op.path, f"setattr {_show(op.path)}")
+            match op:
+                case Put():
+                    return self._put(index, op)
+                case Mkdir():
+                    return self._mkdir(index, op)
+                case Delete():
+                    return self._delete(index, op)
+                case Move():
+                    self.draft.add(index, [op])
+                    return _applied(op.src, f"move {_show(op.src)} → {_show(op.dst)}")
+                case SetAttr():
+                    self.draft.add(index, [op])
+                    return _applied(op.path, f"setattr {_show(op.path)}")
         except (NotFoundError, ConflictError) as exc:
             if _is_missing_tree(exc):
                 raise
-            return _Outcome(rejected(op.src if isinstance(op, protocol.MoveOp) else op.path, exc))
+            return _Outcome(rejected(path_of(op), exc))
 
-    @staticmethod
-    def _setattr_edit(op: protocol.SetattrOp) -> SetAttr:
-        attrs = op.attrs
-        xattrs = None
-        if attrs.xattrs is not None:
-            xattrs = tuple((item.name, item.value) for item in attrs.xattrs)
-        return SetAttr(
-            bytes(op.path),
-            mode=attrs.mode,
-            uid=attrs.uid,
-            gid=attrs.gid,
-            mtime_ns=attrs.mtime_ns,
-            xattrs=xattrs,
-        )
-
-    def _mkdir(self, index: int, op: protocol.MkdirOp) -> _Outcome:
+    def _mkdir(self, index: int, op: Mkdir) -> _Outcome:
         current = self.draft.lookup(op.path.components)
         if current is not None:
             if current.kind is EntryKind.DIR:  # made elsewhere too: the folders are one
                 return _applied(op.path, "")
             raise ConflictError(_show(op.path), f"exists already as a {current.kind.name.lower()}")
-        attrs = op.attrs
-        entry = FileEntry(
-            name=op.path.name,
-            kind=EntryKind.DIR,
-            mode=attrs.mode,
-            uid=attrs.uid,
-            gid=attrs.gid,
-            size=0,
-            mtime_ns=attrs.mtime_ns,
-            xattrs=tuple((item.name, item.value) for item in attrs.xattrs),
-            tree_id=EMPTY_TREE_ID,
-        )
-        self.draft.add(index, [Mkdir(bytes(op.path), entry)])
+        self.draft.add(index, [op])
         return _applied(op.path, f"mkdir {_show(op.path)}")
 
-    def _delete(self, index: int, op: protocol.DeleteOp) -> _Outcome:
+    def _delete(self, index: int, op: Delete) -> _Outcome:
         current = self.draft.lookup(op.path.components)
         if current is None:
             raise NotFoundError("path", _show(op.path))
@@ -612,14 +579,13 @@ class _OpsPlanner:
             )
         if current.kind is EntryKind.DIR and current.tree_id != EMPTY_TREE_ID:
             raise ConflictError(_show(op.path), "is a directory that is not empty")
-        self.draft.add(index, [Delete(bytes(op.path))])
+        self.draft.add(index, [op])
         outcome = _applied(op.path, f"delete {_show(op.path)}")
         outcome.deleted = bytes(op.path)
         return outcome
 
-    def _put(self, index: int, op: protocol.PutOp) -> _Outcome:
-        path = op.path
-        incoming = protocol.entry_from_model(path.name, op.entry)
+    def _put(self, index: int, op: Put) -> _Outcome:
+        path, incoming = op.path, op.entry
         chunk_ids = tuple(dict.fromkeys(ref.chunk_id for ref in incoming.chunks))
         missing = [chunk_id for chunk_id in chunk_ids if chunk_id not in self.authorized]
         if missing:
@@ -637,21 +603,19 @@ class _OpsPlanner:
         ):
             # New, unchanged since the client's base, or the same content anyway. A file
             # deleted on the server since ``base`` comes back: the edit is not lost.
-            self.draft.add(index, [Put(bytes(path), incoming)])
+            self.draft.add(index, [op])
             return _applied(path, f"put {_show(path)}", chunks=chunk_ids)
         merged = self._merge(current, incoming, op.base, path)
         if merged is not None:
             entry, new_chunks = merged
-            self.draft.add(index, [Put(bytes(path), entry)])
+            self.draft.add(index, [Put(path, entry)])
             return _Outcome(
                 protocol.OpResult(status="merged", path=path),
                 f"merge {_show(path)}",
                 new_chunks=new_chunks,
             )
         copy_path = self._free_copy_path(path)
-        self.draft.add(
-            index, [Put(bytes(copy_path), dataclasses.replace(incoming, name=copy_path.name))]
-        )
+        self.draft.add(index, [Put(copy_path, dataclasses.replace(incoming, name=copy_path.name))])
         return _Outcome(
             protocol.OpResult(status="conflicted_copy", path=path, conflict_path=copy_path),
             f"put {_show(copy_path)}",

@@ -18,7 +18,6 @@ It must not write anything except through the commit engine. Called by the handl
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Final
 
@@ -41,8 +40,9 @@ from server.state import ServerState
 from store import protocol
 from store.errors import ConflictError, NotFoundError
 from store.ids import ChunkId, CommitId, ContentHash, NamespaceId, TreeId
-from store.merkle import EMPTY_TREE_ID, Delete, Edit, Mkdir, Put, apply_edits, lookup, walk
+from store.merkle import EMPTY_TREE_ID, apply_edits, lookup, walk
 from store.objects import EntryKind, FileEntry
+from store.ops import Attrs, Delete, Mkdir, Op, Put
 
 # Commits one versions page looks at, at most (each costs a lookup of the path).
 MAX_SCAN_COMMITS: Final = 2000
@@ -150,7 +150,7 @@ def plan_restore(context: PlanContext, path: protocol.DrivePath, commit_id: Comm
         results=[protocol.OpResult(status="applied", path=path)],
         summary="",
     )
-    edits: list[Edit] = []
+    edits: list[Op] = []
     parent_missing = False
     for depth in range(1, len(path.components)):
         prefix = b"/".join(path.components[:depth])
@@ -159,7 +159,7 @@ def plan_restore(context: PlanContext, path: protocol.DrivePath, commit_id: Comm
             parent_missing = True
             old_parent = lookup(trees, old_root, prefix)
             assert old_parent is not None and old_parent.kind is EntryKind.DIR
-            edits.append(Mkdir(prefix, dataclasses.replace(old_parent, tree_id=EMPTY_TREE_ID)))
+            edits.append(Mkdir(protocol.DrivePath(path.components[:depth]), Attrs.of(old_parent)))
         elif here.kind is not EntryKind.DIR:
             conflict = ConflictError(_show(prefix), "is not a directory at the head")
             unchanged.results = [rejected(path, conflict)]
@@ -168,8 +168,8 @@ def plan_restore(context: PlanContext, path: protocol.DrivePath, commit_id: Comm
     if current == old_entry:
         return unchanged
     if current is not None and current.kind is EntryKind.DIR:
-        edits.append(Delete(bytes(path)))  # a put never replaces a directory
-    edits.append(Put(bytes(path), old_entry))
+        edits.append(Delete(path))  # a put never replaces a directory
+    edits.append(Put(path, old_entry))
     result = apply_edits(trees, head_root, edits)
     plan = Plan(
         root=result.root,

@@ -2,9 +2,10 @@
 
 Modules: ``ids`` (typed ids), ``chunking`` (FastCDC-2020), ``frames`` (zstd framing and
 integrity), ``crypto`` (encryption at rest), ``objects`` (entries, trees, commits),
-``merkle`` (build, diff, edit), ``cache`` (LMDB object cache), ``protocol`` (the wire
-protocol), ``errors``. Import what you need from the module that owns it; the most used
-names are re-exported here.
+``paths`` (the path inside a namespace), ``ops`` (the operations on one: put, mkdir, move,
+delete, setattr), ``merkle`` (build, diff, edit), ``cache`` (LMDB object cache),
+``protocol`` (the wire protocol), ``errors``. Import what you need from the module that
+owns it; the most used names are re-exported here.
 """
 
 from store.errors import (

@@ -10,7 +10,10 @@ Owns the algorithms over ``store.objects`` trees (``docs/format.md``, "Merkle op
   only the trees it had to rewrite. ``changes_to_edits`` turns a diff into such a batch.
 - ``walk`` and ``lookup`` read a drive by path.
 
-Paths are bytes, components joined by ``/`` with no leading or trailing slash (``b"a/b"``);
+Edits are the store's operations (``store.ops``: ``Put``, ``Mkdir``, ``Delete``, ``Move``,
+``SetAttr``), whose paths are ``DrivePath``s; their ``base`` is not looked at here (the
+server's commit path compares it with the head first). Diffs, walks and lookups speak of
+paths as bytes, components joined by ``/`` with no leading or trailing slash (``b"a/b"``);
 ``b""`` is the root. The root directory has no entry (a directory's attributes live in its
 parent's entry), so no edit names it and ``lookup`` refuses it.
 
@@ -50,6 +53,8 @@ from store.objects import (
     decode_tree,
     validate_name,
 )
+from store.ops import AttrChanges, Delete, Mkdir, Move, Op, Put, SetAttr
+from store.paths import DrivePath
 
 EMPTY_TREE_ID: TreeId = EMPTY_TREE.id
 
@@ -82,9 +87,9 @@ def join_path(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
 
 
-def _show(path: bytes) -> str:
+def _show(path: bytes | DrivePath) -> str:
     """A path for messages: undecodable bytes stay visible as escapes."""
-    return path.decode("utf-8", "backslashreplace") or "/"
+    return bytes(path).decode("utf-8", "backslashreplace") or "/"
 
 
 def _path_order(path: bytes) -> list[bytes]:
@@ -255,86 +260,6 @@ def diff_trees(source: TreeSource, old: TreeId | None, new: TreeId | None) -> li
 # --- edits --------------------------------------------------------------------------------
 
 
-def _edit_path(path: bytes, what: str) -> tuple[bytes, ...]:
-    parts = split_path(path)
-    if not parts:
-        raise FormatError(f"{what} needs a path below the root (the root has no entry)")
-    return parts
-
-
-def _check_entry_name(path: bytes, entry: FileEntry, what: str) -> None:
-    if entry.name != _edit_path(path, what)[-1]:
-        raise FormatError(f"{what} {_show(path)}: the entry is named {_show(entry.name)}")
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    """Create or replace a non-directory at ``path``, or place a whole directory entry (its
-    subtree must be available to whoever loads it). Refuses to replace a directory."""
-
-    path: bytes
-    entry: FileEntry
-
-    def __post_init__(self) -> None:
-        _check_entry_name(self.path, self.entry, "put")
-
-
-@dataclass(frozen=True, slots=True)
-class Mkdir:
-    """Create an empty directory; ``entry.tree_id`` must be ``EMPTY_TREE_ID``. Refuses an
-    existing name."""
-
-    path: bytes
-    entry: FileEntry
-
-    def __post_init__(self) -> None:
-        _check_entry_name(self.path, self.entry, "mkdir")
-        if self.entry.kind is not EntryKind.DIR or self.entry.tree_id != EMPTY_TREE_ID:
-            raise FormatError(f"mkdir {_show(self.path)}: the entry must be an empty directory")
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Remove a non-directory or a whole directory."""
-
-    path: bytes
-
-    def __post_init__(self) -> None:
-        _edit_path(self.path, "delete")
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    """Rename ``src`` to ``dst``, carrying a directory's contents. Replaces a non-directory
-    or an empty directory at ``dst``; refuses a non-empty one, and a directory moving into
-    itself. Moving a path onto itself is a no-op."""
-
-    src: bytes
-    dst: bytes
-
-    def __post_init__(self) -> None:
-        _edit_path(self.src, "move")
-        _edit_path(self.dst, "move")
-
-
-@dataclass(frozen=True, slots=True)
-class SetAttr:
-    """Change the attributes that are not ``None``; content and children stay."""
-
-    path: bytes
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    mtime_ns: int | None = None
-    xattrs: Xattrs | None = None
-
-    def __post_init__(self) -> None:
-        _edit_path(self.path, "setattr")
-
-
-Edit: TypeAlias = Put | Mkdir | Delete | Move | SetAttr
-
-
 @dataclass(frozen=True, slots=True)
 class EditResult:
     """The new root, and the encodings of the trees the edits wrote (each one reachable from
@@ -392,7 +317,7 @@ class _Overlay:
             node = child
         return node
 
-    def apply(self, edit: Edit) -> None:
+    def apply(self, edit: Op) -> None:
         if isinstance(edit, Put):
             self._put(edit)
         elif isinstance(edit, Mkdir):
@@ -405,7 +330,7 @@ class _Overlay:
             self._setattr(edit)
 
     def _put(self, edit: Put) -> None:
-        parts = split_path(edit.path)
+        parts = edit.path.components
         parent = self.directory(parts[:-1])
         existing = parent.entries.get(parts[-1])
         if existing is not None and existing.kind is EntryKind.DIR:
@@ -414,17 +339,17 @@ class _Overlay:
         parent.dirty = True
 
     def _mkdir(self, edit: Mkdir) -> None:
-        parts = split_path(edit.path)
+        parts = edit.path.components
         parent = self.directory(parts[:-1])
         if parts[-1] in parent.entries:
             raise ConflictError(_show(edit.path), "exists already")
-        parent.entries[parts[-1]] = edit.entry
+        parent.entries[parts[-1]] = edit.entry()
         # A node of its own, so the empty tree is written even if nothing goes in it.
         parent.subdirs[parts[-1]] = _Dir(EMPTY_TREE, None)
         parent.dirty = True
 
     def _delete(self, edit: Delete) -> None:
-        parts = split_path(edit.path)
+        parts = edit.path.components
         parent = self.directory(parts[:-1])
         if parent.entries.pop(parts[-1], None) is None:
             raise NotFoundError("path", _show(edit.path))
@@ -432,17 +357,11 @@ class _Overlay:
         parent.dirty = True
 
     def _move(self, edit: Move) -> None:
-        src, dst = split_path(edit.src), split_path(edit.dst)
+        src, dst = edit.src.components, edit.dst.components
         src_parent = self.directory(src[:-1])
         entry = src_parent.entries.get(src[-1])
         if entry is None:
             raise NotFoundError("path", _show(edit.src))
-        if src == dst:
-            return
-        if entry.kind is EntryKind.DIR and dst[: len(src)] == src:
-            raise ConflictError(
-                _show(edit.dst), f"is inside {_show(edit.src)}: a directory cannot move into itself"
-            )
         dst_parent = self.directory(dst[:-1])
         existing = dst_parent.entries.get(dst[-1])
         if existing is not None and not self._replaceable(dst_parent, existing):
@@ -468,19 +387,12 @@ class _Overlay:
         return entry.tree_id == EMPTY_TREE_ID
 
     def _setattr(self, edit: SetAttr) -> None:
-        parts = split_path(edit.path)
+        parts = edit.path.components
         parent = self.directory(parts[:-1])
         entry = parent.entries.get(parts[-1])
         if entry is None:
             raise NotFoundError("path", _show(edit.path))
-        changed = dataclasses.replace(
-            entry,
-            mode=entry.mode if edit.mode is None else edit.mode,
-            uid=entry.uid if edit.uid is None else edit.uid,
-            gid=entry.gid if edit.gid is None else edit.gid,
-            mtime_ns=entry.mtime_ns if edit.mtime_ns is None else edit.mtime_ns,
-            xattrs=entry.xattrs if edit.xattrs is None else edit.xattrs,
-        )
+        changed = edit.changes.applied_to(entry)
         if changed != entry:
             parent.entries[parts[-1]] = changed
             parent.dirty = True
@@ -517,7 +429,7 @@ class _Overlay:
         return EditResult(root_id, new_trees)
 
 
-def apply_edits(source: TreeSource, root: TreeId, edits: Sequence[Edit]) -> EditResult:
+def apply_edits(source: TreeSource, root: TreeId, edits: Sequence[Op]) -> EditResult:
     """Apply ``edits`` in order to the drive at ``root``.
 
     Loads only the directories on the edited paths; ``new_trees`` holds only the trees that
@@ -536,41 +448,27 @@ def apply_edits(source: TreeSource, root: TreeId, edits: Sequence[Edit]) -> Edit
     return overlay.seal()
 
 
-def changes_to_edits(changes: Sequence[Change]) -> list[Edit]:
+def changes_to_edits(changes: Sequence[Change]) -> list[Op]:
     """Edits that turn the old side of ``diff_trees`` into the new side.
 
     Expects ``diff_trees`` output (a directory MODIFIED into a directory carries only its
     attributes). Edits come in path order, so a parent exists before its children are
     touched; a directory that becomes something else is deleted, then put.
     """
-    edits: list[Edit] = []
+    edits: list[Op] = []
     for change in sorted(changes, key=lambda change: _path_order(change.path)):
-        old, new = change.old, change.new
+        old, new, path = change.old, change.new, DrivePath.from_bytes(change.path)
         if new is None:
-            edits.append(Delete(change.path))
+            edits.append(Delete(path))
         elif old is None or new.kind is not EntryKind.DIR or old.kind is not EntryKind.DIR:
             if old is not None and old.kind is EntryKind.DIR:
-                edits.append(Delete(change.path))
-            edits.append(Put(change.path, new))
+                edits.append(Delete(path))
+            edits.append(Put(path, new))
         else:
-            setattr_edit = _setattr_between(change.path, old, new)
-            if setattr_edit is not None:
-                edits.append(setattr_edit)
+            attr_changes = AttrChanges.between(old, new)
+            if attr_changes is not None:
+                edits.append(SetAttr(path, attr_changes))
     return edits
-
-
-def _setattr_between(path: bytes, old: FileEntry, new: FileEntry) -> SetAttr | None:
-    """A ``SetAttr`` with the attributes that differ, or ``None`` if none do."""
-    if _attributes(old) == _attributes(new):
-        return None
-    return SetAttr(
-        path,
-        mode=None if old.mode == new.mode else new.mode,
-        uid=None if old.uid == new.uid else new.uid,
-        gid=None if old.gid == new.gid else new.gid,
-        mtime_ns=None if old.mtime_ns == new.mtime_ns else new.mtime_ns,
-        xattrs=None if old.xattrs == new.xattrs else new.xattrs,
-    )
 
 
 # --- building from a local directory -----------------------------------------------------

@@ -56,6 +56,7 @@ from store.errors import ConflictError, NotFoundError
 from store.ids import ContentHash
 from store.merkle import MemoryTrees, build_tree, walk
 from store.objects import EntryKind, FileEntry
+from store.ops import Attrs, Delete, Mkdir, Move, Put
 
 _KIND_FLAG: Final = {
     EntryKind.FILE: stat.S_IFREG,
@@ -225,10 +226,10 @@ async def _put_file(
         return ExitCode.OK
     seen = ctx.home.bases.get(view.namespace_id, bytes(destination))
     base = base_for_put(seen, existing)
-    ops: list[protocol.PutOp | protocol.MkdirOp] = [mkdir_op(parent) for parent in parents]
-    ops.append(protocol.PutOp(path=destination, entry=protocol.entry_to_model(entry), base=base))
-    results = await apply_ops(view, ops)
-    remember_puts(ctx.home, view, ops, results)
+    changes: list[Put | Mkdir] = [mkdir_op(parent) for parent in parents]
+    changes.append(Put(destination, entry, base))
+    results = await apply_ops(view, changes)
+    remember_puts(ctx.home, view, changes, results)
     ctx.result(describe_result(results[-1]))
     for result in results[:-1]:  # a parent folder that could not be made
         if result.status == "rejected":
@@ -272,10 +273,10 @@ async def _put_tree(
     if existing is not None and existing.kind is not EntryKind.DIR:
         raise ConflictError(show_path(destination), "exists on the drive and is not a folder")
     remote_entries: dict[bytes, FileEntry] = {}
-    ops: list[protocol.PutOp | protocol.MkdirOp] = []
+    changes: list[Put | Mkdir] = []
     if existing is None:
-        ops.extend(mkdir_op(parent) for parent in await view.missing_parents(destination))
-        ops.append(mkdir_op(destination, info))
+        changes.extend(mkdir_op(parent) for parent in await view.missing_parents(destination))
+        changes.append(mkdir_op(destination, info))
     else:
         assert existing.tree_id is not None
         remote_entries = await view.subtree(existing.tree_id)
@@ -296,10 +297,8 @@ async def _put_tree(
         if entry.kind is EntryKind.DIR:
             folders += 1
             if there is None or there.kind is not EntryKind.DIR:
-                attrs = protocol.AttrsModel(
-                    mode=entry.mode, uid=entry.uid, gid=entry.gid, mtime_ns=entry.mtime_ns
-                )
-                ops.append(protocol.MkdirOp(path=path, attrs=attrs))
+                attrs = Attrs(entry.mode, entry.uid, entry.gid, entry.mtime_ns)
+                changes.append(Mkdir(path, attrs))
             continue
         files += 1
         if there is not None and same_leaf(there, entry):
@@ -307,9 +306,9 @@ async def _put_tree(
             kept[bytes(path)] = there.content_hash
             continue
         base = base_for_put(seen.get(bytes(path)), there)
-        ops.append(protocol.PutOp(path=path, entry=protocol.entry_to_model(entry), base=base))
-    results = await apply_ops(view, ops) if ops else []
-    remember_puts(ctx.home, view, ops, results, also=kept)
+        changes.append(Put(path, entry, base))
+    results = await apply_ops(view, changes) if changes else []
+    remember_puts(ctx.home, view, changes, results, also=kept)
     for result in results:
         if result.status != "applied":
             ctx.result(describe_result(result))
@@ -378,7 +377,7 @@ async def cmd_mv(args: argparse.Namespace, ctx: Context) -> ExitCode:
             raise NotFoundError("drive folder", show_path(missing[-1]))
         if destination.is_within(source):
             raise UsageError(f"cannot move {show_path(source)} into itself")
-        results = await apply_ops(view, [protocol.MoveOp(src=source, dst=destination)])
+        results = await apply_ops(view, [Move(source, destination)])
     code = _report(ctx, results)
     if code is ExitCode.OK:
         ctx.say(f"moved {show_path(source)} -> {show_path(destination)}")
@@ -390,7 +389,7 @@ async def cmd_rm(args: argparse.Namespace, ctx: Context) -> ExitCode:
     session = ctx.home.load_session()
     async with session_remote(session) as remote:
         view = await DriveView.open(remote, ctx.limiter)
-        ops: list[DriveOp] = []
+        deletes: list[DriveOp] = []
         for path in paths:
             entry = await view.lookup(path)
             if entry is None:
@@ -399,9 +398,9 @@ async def cmd_rm(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 if not args.recursive:
                     raise UsageError(f"{show_path(path)} is a folder: rm -r removes it")
                 assert entry.tree_id is not None
-                ops.extend(deletes_below(path, await view.subtree(entry.tree_id)))
-            ops.append(protocol.DeleteOp(path=path, base=entry.content_hash))
-        results = await apply_ops(view, ops)
+                deletes.extend(deletes_below(path, await view.subtree(entry.tree_id)))
+            deletes.append(Delete(path, entry.content_hash))
+        results = await apply_ops(view, deletes)
     code = _report(ctx, results)
     removed = sum(result.status == "applied" for result in results)
     ctx.say(f"removed {count(removed, 'entry')}")

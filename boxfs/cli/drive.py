@@ -43,7 +43,7 @@ from boxfs.cli.output import Transfer, show_path
 from boxfs.errors import UsageError
 from boxfs.home import Home, Session
 from boxfs.remote import Remote
-from store import protocol
+from store import ops, protocol
 from store.chunking import ChunkStream
 from store.errors import ConflictError, FormatError, IntegrityError, TransientError
 from store.frames import decode_frame, encode_frame
@@ -421,22 +421,23 @@ _MAX_RETRY_WAIT_S: Final = 10.0
 _MAX_REFS_PER_BATCH: Final = 200_000
 
 
-DriveOp: TypeAlias = protocol.PutOp | protocol.MkdirOp | protocol.MoveOp | protocol.DeleteOp
+DriveOp: TypeAlias = ops.Put | ops.Mkdir | ops.Move | ops.Delete
 
 
-async def apply_ops(view: DriveView, ops: Sequence[DriveOp]) -> list[protocol.OpResult]:
+async def apply_ops(view: DriveView, changes: Sequence[DriveOp]) -> list[protocol.OpResult]:
     """Apply ops in batches within the protocol's bounds (in order: folders before what
     they hold). A batch whose reply was lost is resent with the same idempotency key, so it
     applies once."""
     results: list[protocol.OpResult] = []
-    for batch in _batches(ops):
+    for batch in _batches(changes):
         key = new_key()
+        request = protocol.OpsBatch(
+            idempotency_key=key, ops=tuple(protocol.op_to_wire(op) for op in batch)
+        )
         backoff = Backoff(1.0, _MAX_RETRY_WAIT_S)
         for attempt in range(1, _APPLY_ATTEMPTS + 1):
             try:
-                reply = await view.remote.apply_ops(
-                    view.namespace_id, protocol.OpsBatch(idempotency_key=key, ops=tuple(batch))
-                )
+                reply = await view.remote.apply_ops(view.namespace_id, request)
                 break
             except TransientError as exc:
                 if attempt == _APPLY_ATTEMPTS:
@@ -449,11 +450,11 @@ async def apply_ops(view: DriveView, ops: Sequence[DriveOp]) -> list[protocol.Op
     return results
 
 
-def _batches(ops: Sequence[DriveOp]) -> Iterator[list[DriveOp]]:
+def _batches(changes: Sequence[DriveOp]) -> Iterator[list[DriveOp]]:
     batch: list[DriveOp] = []
     refs = 0
-    for op in ops:
-        op_refs = len(op.entry.chunks) if isinstance(op, protocol.PutOp) else 0
+    for op in changes:
+        op_refs = len(op.entry.chunks) if isinstance(op, ops.Put) else 0
         if batch and (
             len(batch) >= protocol.MAX_OPS_PER_BATCH or refs + op_refs > _MAX_REFS_PER_BATCH
         ):
@@ -465,32 +466,27 @@ def _batches(ops: Sequence[DriveOp]) -> Iterator[list[DriveOp]]:
         yield batch
 
 
-def mkdir_op(path: protocol.DrivePath, info: os.stat_result | None = None) -> protocol.MkdirOp:
+def mkdir_op(path: protocol.DrivePath, info: os.stat_result | None = None) -> ops.Mkdir:
     """A mkdir with a local folder's attributes, or this user's and the time now."""
     if info is None:
-        attrs = protocol.AttrsModel(
-            mode=0o755, uid=os.getuid(), gid=os.getgid(), mtime_ns=time.time_ns()
-        )
+        attrs = ops.Attrs(mode=0o755, uid=os.getuid(), gid=os.getgid(), mtime_ns=time.time_ns())
     else:
-        attrs = protocol.AttrsModel(
+        attrs = ops.Attrs(
             mode=stat.S_IMODE(info.st_mode),
             uid=info.st_uid,
             gid=info.st_gid,
             mtime_ns=info.st_mtime_ns,
         )
-    return protocol.MkdirOp(path=path, attrs=attrs)
+    return ops.Mkdir(path, attrs)
 
 
-def deletes_below(
-    folder: protocol.DrivePath, below: Mapping[bytes, FileEntry]
-) -> list[protocol.DeleteOp]:
+def deletes_below(folder: protocol.DrivePath, below: Mapping[bytes, FileEntry]) -> list[ops.Delete]:
     """Deletes of everything below ``folder``, deepest first (a folder only once empty).
     A file's delete names the content seen here: one changed elsewhere meanwhile stays."""
     ordered = sorted(below.items(), key=lambda item: item[0].count(b"/"), reverse=True)
     return [
-        protocol.DeleteOp(
-            path=protocol.DrivePath((*folder.components, *relative.split(b"/"))),
-            base=entry.content_hash,
+        ops.Delete(
+            protocol.DrivePath((*folder.components, *relative.split(b"/"))), entry.content_hash
         )
         for relative, entry in ordered
     ]
@@ -523,7 +519,7 @@ def remember(home: Home, view: DriveView, seen: dict[bytes, ContentHash | None])
 def remember_puts(
     home: Home,
     view: DriveView,
-    ops: Sequence[protocol.PutOp | protocol.MkdirOp],
+    changes: Sequence[ops.Put | ops.Mkdir],
     results: Sequence[protocol.OpResult],
     also: dict[bytes, ContentHash | None] | None = None,
 ) -> None:
@@ -531,8 +527,8 @@ def remember_puts(
     (after a merge, it is the ancestor of the next 3-way merge, so edits made elsewhere
     survive). A conflicted copy records nothing: the path still holds the other version."""
     seen: dict[bytes, ContentHash | None] = dict(also or {})
-    for op, result in zip(ops, results, strict=True):
-        if isinstance(op, protocol.PutOp) and result.status in ("applied", "merged"):
+    for op, result in zip(changes, results, strict=True):
+        if isinstance(op, ops.Put) and result.status in ("applied", "merged"):
             seen[bytes(op.path)] = op.entry.content_hash
     remember(home, view, seen)
 

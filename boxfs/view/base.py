@@ -22,7 +22,7 @@ from typing import ParamSpec, TypeVar
 
 import trio
 
-from boxfs.journal import FileAttrs, JournalError, PendingDelete, PendingOp
+from boxfs.journal import BasedOnPut, JournalError, JournalOp
 from boxfs.stage_pool import StagePool
 from boxfs.staging import MemoryBudget, StagedFile, Staging
 from boxfs.threads import run_in_thread
@@ -49,6 +49,7 @@ from store import protocol
 from store.errors import FormatError, StoreError
 from store.ids import CommitId, NamespaceId, TreeId
 from store.objects import EMPTY_TREE, EntryKind, FileEntry, Tree
+from store.ops import Attrs, Delete
 from store.protocol import DrivePath
 
 _T = TypeVar("_T")
@@ -302,7 +303,10 @@ class ViewBase:
         return node
 
     async def _append(
-        self, *ops: PendingOp, power_safe: bool = False, spill: StagedFile | None = None
+        self,
+        *ops: JournalOp | BasedOnPut,
+        power_safe: bool = False,
+        spill: StagedFile | None = None,
     ) -> list[int]:
         """Journal ``ops``: they survive the mount being killed once this returns, and a
         power cut only with ``power_safe`` (what fsync(2) promises; metadata changes, like
@@ -323,8 +327,8 @@ class ViewBase:
         self._uploader.nudge()
         return seqs
 
-    def _file_attrs(self, node: Node) -> FileAttrs:
-        return FileAttrs(
+    def _file_attrs(self, node: Node) -> Attrs:
+        return Attrs(
             mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns, xattrs=node.xattrs
         )
 
@@ -448,8 +452,11 @@ class ViewBase:
     async def getattr(self, inode: int) -> Attr:
         return self._attr(self._node(inode))
 
-    def _delete_op(self, node: Node) -> PendingDelete:
-        return PendingDelete(self._path(node), base=node.base, base_seq=node.base_seq)
+    def _delete_op(self, node: Node) -> Delete | BasedOnPut:
+        """The delete of ``node``, based on what the mount last saw of it: the server's
+        content, or a put still pending."""
+        delete = Delete(self._path(node), base=node.base)
+        return delete if node.base_seq is None else BasedOnPut(delete, node.base_seq)
 
     def _detach(self, node: Node) -> None:
         """Take ``node`` out of its directory; open handles keep working."""

@@ -21,7 +21,7 @@ import contextlib
 import errno
 import os
 
-from boxfs.journal import JournalError, PendingPut
+from boxfs.journal import BasedOnPut, JournalError, StagedPut
 from boxfs.staging import StagedFile, StagedFileMissingError, StagingError
 from boxfs.view.base import ViewBase
 from boxfs.view.nodes import (
@@ -340,11 +340,11 @@ class FileContent(ViewBase):
             previous, old_reader = node.staged, node.reader
             node.stage, node.staged, node.reader, node.dirty = None, stage.name, stage, False
             try:
-                op = PendingPut(
-                    self._path(node), self._file_attrs(node), staged=stage.name,
-                    base=node.base, base_seq=node.base_seq,
-                )  # fmt: skip
-                (seq,) = await self._append(op, spill=stage)
+                put = StagedPut(
+                    self._path(node), self._file_attrs(node), staged=stage.name, base=node.base
+                )
+                based = put if node.base_seq is None else BasedOnPut(put, node.base_seq)
+                (seq,) = await self._append(based, spill=stage)
             except BaseException:
                 node.staged, node.reader = previous, old_reader
                 if stage_of(node) is None:  # give the content back, still to be journaled

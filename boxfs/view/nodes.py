@@ -19,10 +19,10 @@ from typing import Final
 
 from boxfs import errno_map
 from boxfs.errors import BoxfsError
-from boxfs.journal import AttrChanges, FileAttrs
 from boxfs.staging import StagedFile
 from store.ids import ContentHash, TreeId
 from store.objects import MAX_FILE_BYTES, MAX_NAME_BYTES, EntryKind, FileEntry
+from store.ops import AttrChanges, Attrs
 
 _log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def check_size(size: int) -> None:
         raise FsError(errno.EFBIG)
 
 
-def set_attrs(node: Node, attrs: FileAttrs) -> None:
+def set_attrs(node: Node, attrs: Attrs) -> None:
     node.mode, node.uid, node.gid, node.xattrs = attrs.mode, attrs.uid, attrs.gid, attrs.xattrs
     node.mtime_ns = node.ctime_ns = attrs.mtime_ns
 

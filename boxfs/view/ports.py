@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from boxfs.journal import InFlightBatch, JournalEntry, PendingOp, ViewHead
+from boxfs.journal import BasedOnPut, InFlightBatch, JournalEntry, JournalOp, ViewHead
 from store import protocol
 from store.ids import CommitId, ContentHash, NamespaceId, TreeId
 from store.objects import FileEntry, Tree
@@ -46,7 +46,11 @@ class PendingWork(Protocol):
     """The durable journal of changes not yet confirmed (blocking: call it in a thread)."""
 
     def append_many(
-        self, namespace_id: NamespaceId, ops: Iterable[PendingOp], *, power_safe: bool = True
+        self,
+        namespace_id: NamespaceId,
+        ops: Iterable[JournalOp | BasedOnPut],
+        *,
+        power_safe: bool = True,
     ) -> list[int]: ...
 
     def sync(self) -> None: ...

@@ -16,15 +16,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from boxfs.journal import (
-    AttrChanges,
-    PendingDelete,
-    PendingMkdir,
-    PendingMove,
-    PendingOp,
-    PendingPut,
-    PendingSetattr,
-)
+from boxfs.journal import BasedOnPut, JournalOp, StagedPut
 from boxfs.view.nodes import (
     BLOCK_SIZE,
     READDIR_PAGE,
@@ -52,6 +44,7 @@ from store.objects import (
     MAX_XATTRS_TOTAL_BYTES,
     EntryKind,
 )
+from store.ops import AttrChanges, Delete, Mkdir, Move, SetAttr
 
 
 def check_xattr_namespace(name: bytes) -> None:
@@ -107,7 +100,7 @@ class NamespaceRules(JournalReplay):
             raise FsError(errno.EINVAL, str(exc)) from exc
         async with self._lock:
             if self._journals_attrs(node):
-                await self._append(PendingSetattr(self._path(node), changes))
+                await self._append(SetAttr(self._path(node), changes))
             apply_changes(node, changes)
         return self._attr(node)
 
@@ -164,7 +157,7 @@ class NamespaceRules(JournalReplay):
         directory = self._writable_dir(parent)
         return await self._add_entry(
             directory, name, EntryKind.DIR, mode,
-            lambda node: PendingMkdir(self._path(node), self._file_attrs(node)),
+            lambda node: Mkdir(self._path(node), self._file_attrs(node)),
         )  # fmt: skip
 
     async def rmdir(self, parent: int, name: bytes) -> None:
@@ -177,7 +170,7 @@ class NamespaceRules(JournalReplay):
                 raise FsError(errno.ENOTDIR)
             if self._listed(node):
                 raise FsError(errno.ENOTEMPTY)
-            await self._append(PendingDelete(self._path(node)))
+            await self._append(Delete(self._path(node)))
             self._detach(node)
             self._touch(directory)
 
@@ -232,9 +225,9 @@ class NamespaceRules(JournalReplay):
             _check_replace(node, replaced, flags, empty)
         source_path = self._path(node)
         destination = self._child_path(target_dir, new)
-        ops: list[PendingOp] = []
+        ops: list[JournalOp | BasedOnPut] = []
         if node.remote:
-            ops.append(PendingMove(source_path, destination))
+            ops.append(Move(source_path, destination))
         elif replaced is not None and replaced.remote:
             ops.append(self._delete_op(replaced))  # the new file's put comes at release
         if ops:
@@ -282,8 +275,8 @@ class NamespaceRules(JournalReplay):
         target: bytes = b"",
         rdev: int = 0,
     ) -> Attr:
-        def put(node: Node) -> PendingOp:
-            return PendingPut(self._path(node), self._file_attrs(node), kind=kind, target=target)
+        def put(node: Node) -> JournalOp:
+            return StagedPut(self._path(node), self._file_attrs(node), kind=kind, target=target)
 
         return await self._add_entry(directory, name, kind, mode, put, target=target, rdev=rdev)
 
@@ -293,7 +286,7 @@ class NamespaceRules(JournalReplay):
         name: bytes,
         kind: EntryKind,
         mode: int,
-        journal_op: Callable[[Node], PendingOp],
+        journal_op: Callable[[Node], JournalOp],
         *,
         target: bytes = b"",
         rdev: int = 0,
@@ -360,7 +353,7 @@ class NamespaceRules(JournalReplay):
             raise FsError(errno.EPERM)  # the drive's root is no entry: it has no xattrs
         async with self._lock:
             if self._journals_attrs(node):
-                await self._append(PendingSetattr(self._path(node), AttrChanges(xattrs=xattrs)))
+                await self._append(SetAttr(self._path(node), AttrChanges(xattrs=xattrs)))
             node.xattrs = xattrs
             node.ctime_ns = now_ns()
             node.changed = True

@@ -10,21 +10,14 @@ from __future__ import annotations
 import errno
 import logging
 
-from boxfs.journal import (
-    PendingDelete,
-    PendingMkdir,
-    PendingMove,
-    PendingOp,
-    PendingPut,
-    PendingSetattr,
-    ViewHead,
-)
+from boxfs.journal import JournalOp, StagedPut, ViewHead
 from boxfs.staging import StagingError
 from boxfs.view.following import FollowingServer
 from boxfs.view.nodes import FsError, Node, apply_changes, set_attrs
 from store import protocol
 from store.errors import FormatError, NotFoundError
 from store.objects import EntryKind, decode_commit
+from store.ops import Delete, Mkdir, Move, SetAttr
 from store.protocol import DrivePath
 
 _log = logging.getLogger(__name__)
@@ -89,19 +82,19 @@ class JournalReplay(FollowingServer):
             node = await self._child(node, name)
         return node, await self._children(node)
 
-    async def _replay(self, seq: int, op: PendingOp) -> None:
+    async def _replay(self, seq: int, op: JournalOp) -> None:
         """Apply one journal entry to the overlay (no journaling: it is there already)."""
         match op:
-            case PendingPut():
+            case StagedPut():
                 await self._replay_put(seq, op)
-            case PendingMkdir():
+            case Mkdir():
                 parent, children = await self._resolve(op.path)
                 if op.path.name not in children:
                     node = self._new_node(parent, op.path.name, EntryKind.DIR, op.attrs.mode)
                     set_attrs(node, op.attrs)
                     node.remote = parent.changed = True
                     children[op.path.name] = node
-            case PendingMove():
+            case Move():
                 source_dir, sources = await self._resolve(op.src)
                 moved = sources.get(op.src.name)
                 if moved is None:
@@ -114,18 +107,18 @@ class JournalReplay(FollowingServer):
                 moved.name, moved.parent = op.dst.name, target_dir
                 targets[op.dst.name] = moved
                 moved.changed = target_dir.changed = source_dir.changed = True
-            case PendingDelete():
+            case Delete():
                 _, children = await self._resolve(op.path)
                 if (gone := children.get(op.path.name)) is not None:
                     self._detach(gone)
-            case PendingSetattr():
+            case SetAttr():
                 _, children = await self._resolve(op.path)
                 changed = children.get(op.path.name)
                 if changed is None:
                     raise FsError(errno.ENOENT)
                 apply_changes(changed, op.changes)
 
-    async def _replay_put(self, seq: int, op: PendingPut) -> None:
+    async def _replay_put(self, seq: int, op: StagedPut) -> None:
         parent, children = await self._resolve(op.path)
         existing = children.get(op.path.name)
         if existing is not None and existing.kind is EntryKind.DIR:

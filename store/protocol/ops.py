@@ -1,6 +1,7 @@
 """The JSON bodies about files: a file entry on the wire (``EntryModel``, converted to and
 from ``store.objects.FileEntry``), the operations of a batch (put, mkdir, move, delete,
-setattr) and their results, and a path's history (versions, restore).
+setattr: the JSON form of ``store.ops``, converted by ``op_to_wire`` and ``op_from_wire``)
+and their results, and a path's history (versions, restore).
 
 ``store.objects`` owns the rules of a valid entry; the models here call them, so the wire
 accepts no entry the format refuses. Names no route and no status: ``routes`` pairs each
@@ -13,6 +14,7 @@ from typing import Annotated, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from store import ops
 from store.chunking import CHUNK_MAX_BYTES
 from store.errors import FormatError
 from store.objects import (
@@ -300,6 +302,75 @@ class OpsBatchResponse(WireModel):
     head: HexCommitId | None
     sequence: HeadSequence
     results: tuple[OpResult, ...] = Field(max_length=MAX_OPS_PER_BATCH)
+
+
+WireOp: TypeAlias = PutOp | MkdirOp | MoveOp | DeleteOp | SetattrOp
+
+
+# --- conversions: store.ops <-> the wire -----------------------------------------------------
+
+
+def _xattr_models(xattrs: ops.Xattrs) -> tuple[XattrModel, ...]:
+    return tuple(XattrModel(name=name, value=value) for name, value in xattrs)
+
+
+def _xattrs_of(models: tuple[XattrModel, ...]) -> ops.Xattrs:
+    return tuple((item.name, item.value) for item in models)
+
+
+def op_to_wire(op: ops.Op) -> WireOp:
+    """The JSON model of ``op``. Raises pydantic's ``ValidationError`` for an op the wire
+    refuses although the store has it (a put of a directory)."""
+    match op:
+        case ops.Put():
+            return PutOp(path=op.path, entry=entry_to_model(op.entry), base=op.base)
+        case ops.Mkdir():
+            attrs = op.attrs
+            model = AttrsModel(
+                mode=attrs.mode, uid=attrs.uid, gid=attrs.gid, mtime_ns=attrs.mtime_ns,
+                xattrs=_xattr_models(attrs.xattrs),
+            )  # fmt: skip
+            return MkdirOp(path=op.path, attrs=model)
+        case ops.Move():
+            return MoveOp(src=op.src, dst=op.dst)
+        case ops.Delete():
+            return DeleteOp(path=op.path, base=op.base)
+        case ops.SetAttr():
+            changes = op.changes
+            xattrs = None if changes.xattrs is None else _xattr_models(changes.xattrs)
+            setattr_model = SetattrModel(
+                mode=changes.mode, uid=changes.uid, gid=changes.gid, mtime_ns=changes.mtime_ns,
+                xattrs=xattrs,
+            )  # fmt: skip
+            return SetattrOp(path=op.path, attrs=setattr_model)
+
+
+def op_from_wire(op: WireOp) -> ops.Op:
+    """The store op a JSON model carries. Raises ``InvalidNameError`` or ``FormatError``
+    for one the format refuses (the models check the same rules, so a model that parsed
+    converts)."""
+    match op:
+        case PutOp():
+            return ops.Put(op.path, entry_from_model(op.path.name, op.entry), op.base)
+        case MkdirOp():
+            attrs = op.attrs
+            return ops.Mkdir(
+                op.path,
+                ops.Attrs(
+                    attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns, _xattrs_of(attrs.xattrs)
+                ),
+            )
+        case MoveOp():
+            return ops.Move(op.src, op.dst)
+        case DeleteOp():
+            return ops.Delete(op.path, op.base)
+        case SetattrOp():
+            changes = op.attrs
+            xattrs = None if changes.xattrs is None else _xattrs_of(changes.xattrs)
+            return ops.SetAttr(
+                op.path,
+                ops.AttrChanges(changes.mode, changes.uid, changes.gid, changes.mtime_ns, xattrs),
+            )
 
 
 # --- models: history ---------------------------------------------------------------------------

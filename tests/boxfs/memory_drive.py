@@ -16,8 +16,9 @@ from store import protocol
 from store.chunking import chunk_bytes
 from store.errors import NotFoundError
 from store.ids import ChunkId, CommitId, NamespaceId, TreeId
-from store.merkle import EMPTY_TREE_ID, Edit, MemoryTrees, apply_edits
+from store.merkle import EMPTY_TREE_ID, MemoryTrees, apply_edits
 from store.objects import Commit, EntryKind, FileEntry, Tree, encode_tree
+from store.ops import Op
 
 
 class MemoryDrive:
@@ -43,7 +44,7 @@ class MemoryDrive:
             mtime_ns=1, chunks=chunked.chunks, content_hash=chunked.content_hash,
         )  # fmt: skip
 
-    def commit(self, edits: Sequence[Edit], time_ns: int = 1_800_000_000_000_000_000) -> CommitId:
+    def commit(self, edits: Sequence[Op], time_ns: int = 1_800_000_000_000_000_000) -> CommitId:
         """Apply ``edits`` to the head as one commit; the new head."""
         head = self._log[-1] if self._log else None
         root = self._commits[head].root if head is not None else EMPTY_TREE_ID

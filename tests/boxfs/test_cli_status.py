@@ -19,14 +19,15 @@ import pytest
 
 from boxfs import cli
 from boxfs.home import Home, Session
-from boxfs.journal import FileAttrs, Journal, PendingMkdir, PendingPut
+from boxfs.journal import Journal, StagedPut
 from boxfs.staging import Staging
 from store.ids import NamespaceId
+from store.ops import Attrs, Mkdir
 from store.protocol import DrivePath
 from tests.integration.server_process import free_port
 
 NAMESPACE = NamespaceId(bytes(16))
-ATTRS = FileAttrs(mode=0o644, uid=1000, gid=1000, mtime_ns=1_700_000_000_000_000_000)
+ATTRS = Attrs(mode=0o644, uid=1000, gid=1000, mtime_ns=1_700_000_000_000_000_000)
 
 
 @pytest.fixture
@@ -48,9 +49,9 @@ def fill_journal(home: Home, staged_bytes: int) -> None:
         staged.write_at(0, b"x" * staged_bytes)
         name = staged.name
     with Journal(home.journal_dir / "journal.sqlite3") as journal:
-        journal.append(NAMESPACE, PendingMkdir(DrivePath((b"docs",)), ATTRS))
-        journal.append(NAMESPACE, PendingPut(DrivePath((b"docs", b"a.txt")), ATTRS, staged=name))
-        gone = journal.append(NAMESPACE, PendingMkdir(DrivePath((b"gone",)), ATTRS))
+        journal.append(NAMESPACE, Mkdir(DrivePath((b"docs",)), ATTRS))
+        journal.append(NAMESPACE, StagedPut(DrivePath((b"docs", b"a.txt")), ATTRS, staged=name))
+        gone = journal.append(NAMESPACE, Mkdir(DrivePath((b"gone",)), ATTRS))
         journal.reject(gone, "invalid", "the server refused it")
 
 
@@ -173,7 +174,7 @@ def test_a_lost_put_fails_the_next_sync_naming_it_and_stays_in_status(
 ) -> None:
     with Journal(home.journal_dir / "journal.sqlite3") as journal:
         seq = journal.append(
-            NAMESPACE, PendingPut(DrivePath((b"report.txt",)), ATTRS, staged="a" * 32)
+            NAMESPACE, StagedPut(DrivePath((b"report.txt",)), ATTRS, staged="a" * 32)
         )
         journal.reject(seq, "staged_missing", "staged file aaaa is missing", lost=True)
     code, lines, err = run(["sync", "--timeout", "5"], capsys)

@@ -25,15 +25,7 @@ import pytest
 import trio
 
 from boxfs.fetcher import Fetcher
-from boxfs.journal import (
-    Journal,
-    PendingDelete,
-    PendingMkdir,
-    PendingMove,
-    PendingOp,
-    PendingPut,
-    PendingSetattr,
-)
+from boxfs.journal import Journal, JournalEntry, JournalOp, StagedPut
 from boxfs.remote import Remote
 from boxfs.staging import Staging
 from boxfs.uploader import Uploader
@@ -47,8 +39,9 @@ from boxfs.view import (
 )
 from store.cache import ObjectCache
 from store.ids import NamespaceId, TreeId
-from store.merkle import EMPTY_TREE_ID, Edit, Mkdir, Put
 from store.objects import MAX_FILE_BYTES, MAX_XATTR_VALUE_BYTES, EntryKind, FileEntry, Tree
+from store.ops import Attrs, Delete, Mkdir, Move, Op, Put, SetAttr
+from store.paths import DrivePath
 from tests.boxfs.memory_drive import MemoryDrive, NoUploads
 from tests.integration.server_process import ServerProcess
 
@@ -67,9 +60,11 @@ class _Journaled:
     journal: Journal
     staging: Staging
 
-    async def pending(self) -> list[PendingOp]:
-        entries = await trio.to_thread.run_sync(self.journal.pending, self.namespace, 10_000)
-        return [entry.op for entry in entries]
+    async def entries(self) -> list[JournalEntry]:
+        return await trio.to_thread.run_sync(self.journal.pending, self.namespace, 10_000)
+
+    async def pending(self) -> list[JournalOp]:
+        return [entry.op for entry in await self.entries()]
 
 
 @dataclass
@@ -220,7 +215,7 @@ def test_created_file_reads_back_and_is_journaled_as_one_put_at_release(tmp_path
         assert await mount.pending() == []  # nothing journaled while open
         await model.release(fh)
         ops = await mount.pending()
-        assert len(ops) == 1 and isinstance(ops[0], PendingPut)
+        assert len(ops) == 1 and isinstance(ops[0], StagedPut)
         assert bytes(ops[0].path) == b"hello.txt" and ops[0].base is None
         assert ops[0].attrs.mode == 0o640
         assert (await model.lookup(ROOT_INODE, b"hello.txt")).inode == attr.inode
@@ -230,8 +225,8 @@ def test_created_file_reads_back_and_is_journaled_as_one_put_at_release(tmp_path
         assert keep_cache is False
         await model.write(fh, 0, b"J")
         await model.release(fh)
-        second = (await mount.pending())[-1]
-        assert isinstance(second, PendingPut) and second.base_seq is not None
+        first, second = await mount.entries()
+        assert isinstance(second.op, StagedPut) and second.base_seq == first.seq
         assert await read_all(model, attr.inode) == b"Jello world"
         assert await names_of(model, ROOT_INODE) == [b"hello.txt"]
 
@@ -259,12 +254,12 @@ def test_metadata_changes_apply_at_once_and_are_journaled_in_order(tmp_path: Pat
         await model.rmdir(ROOT_INODE, b"b")
         ops = await mount.pending()
         assert [type(op) for op in ops] == [
-            PendingMkdir, PendingPut, PendingMove, PendingDelete, PendingDelete
+            Mkdir, StagedPut, Move, Delete, Delete
         ]  # fmt: skip
         move = ops[2]
-        assert isinstance(move, PendingMove)
+        assert isinstance(move, Move)
         assert (bytes(move.src), bytes(move.dst)) == (b"a", b"b")
-        assert [bytes(op.path) for op in ops[3:] if isinstance(op, PendingDelete)] == [b"b/x", b"b"]
+        assert [bytes(op.path) for op in ops[3:] if isinstance(op, Delete)] == [b"b/x", b"b"]
 
     run_model(tmp_path, test)
 
@@ -301,7 +296,7 @@ def test_rename_follows_rename2_for_replaced_targets(tmp_path: Path) -> None:
         await model.write(fh, 6, b"!")
         await model.release(fh)
         last = (await mount.pending())[-1]
-        assert isinstance(last, PendingPut) and bytes(last.path) == b"moved"
+        assert isinstance(last, StagedPut) and bytes(last.path) == b"moved"
         assert await read_all(model, attr.inode) == b"moving!"
 
     run_model(tmp_path, test)
@@ -328,7 +323,7 @@ def test_an_unlinked_open_file_stays_readable_until_its_last_release(tmp_path: P
         assert await model.read(fh, 0, 100) == b"scratch"
         await model.release(fh)
         model.forget(attr.inode, 1)
-        assert [type(op) for op in await mount.pending()] == [PendingPut, PendingDelete]
+        assert [type(op) for op in await mount.pending()] == [StagedPut, Delete]
 
     run_model(tmp_path, test)
 
@@ -342,7 +337,7 @@ def test_truncate_up_and_down_and_sizes_over_the_maximum_are_efbig(tmp_path: Pat
         assert await read_all(model, inode) == b"0123"
         assert (await model.setattr(inode, size=8)).size == 8
         assert await read_all(model, inode) == b"0123\0\0\0\0"
-        assert [type(op) for op in await mount.pending()] == [PendingPut] * 3
+        assert [type(op) for op in await mount.pending()] == [StagedPut] * 3
         fh, _ = await model.open(inode, os.O_WRONLY | os.O_TRUNC)
         assert (await model.getattr(inode)).size == 0
         await fails(errno.EFBIG, model.write(fh, MAX_FILE_BYTES, b"x"))
@@ -393,7 +388,7 @@ def test_symlinks_fifos_and_the_refused_kinds(tmp_path: Path) -> None:
         await fails(errno.EPERM, model.link(link.inode, ROOT_INODE, b"hard"))
         await fails(errno.EEXIST, model.symlink(ROOT_INODE, b"pipe", b"x"))
         ops = await mount.pending()
-        assert [op.kind for op in ops if isinstance(op, PendingPut)] == [
+        assert [op.kind for op in ops if isinstance(op, StagedPut)] == [
             EntryKind.SYMLINK, EntryKind.FIFO, EntryKind.SOCKET
         ]  # fmt: skip
 
@@ -418,7 +413,7 @@ def test_xattrs_round_trip_within_the_format_bounds(tmp_path: Path) -> None:
         await fails(
             errno.ENOSPC, model.setxattr(inode, b"user.more", b"v" * (MAX_XATTR_VALUE_BYTES // 2))
         )
-        setattrs = [op for op in await mount.pending() if isinstance(op, PendingSetattr)]
+        setattrs = [op for op in await mount.pending() if isinstance(op, SetAttr)]
         assert setattrs[-1].changes.xattrs == (
             (b"user.b", b"2"), (b"user.half", b"v" * (MAX_XATTR_VALUE_BYTES // 2))
         )  # fmt: skip
@@ -471,7 +466,7 @@ def test_bad_names_ownership_and_statfs(tmp_path: Path) -> None:
         assert (attr.mode & 0o7777, attr.uid, attr.gid) == (0o600, UID, GID)  # chown ignored
         assert attr.mtime_ns == 5_000_000_000
         last = (await mount.pending())[-1]
-        assert isinstance(last, PendingSetattr) and last.changes.uid is None
+        assert isinstance(last, SetAttr) and last.changes.uid is None
         stats = await model.statfs()
         assert (stats.block_size, stats.name_max) == (4096, 255)
         assert 0 < stats.blocks_free <= stats.blocks
@@ -486,7 +481,7 @@ def test_preserve_ownership_shows_and_stores_ids(tmp_path: Path) -> None:
         attr = await model.setattr(inode, uid=77, gid=88)
         assert (attr.uid, attr.gid) == (77, 88)
         last = (await mount.pending())[-1]
-        assert isinstance(last, PendingSetattr) and (last.changes.uid, last.changes.gid) == (77, 88)
+        assert isinstance(last, SetAttr) and (last.changes.uid, last.changes.gid) == (77, 88)
 
     run_model(tmp_path, test, preserve_ownership=True)
 
@@ -520,16 +515,13 @@ def test_readdir_pages_through_3000_committed_entries(tmp_path: Path) -> None:
 
 def commit_symlinks(drive: MemoryDrive, directories: list[bytes], count: int) -> None:
     """Commit ``directories`` each holding ``count`` symlinks named by ``entry_name``."""
-    edits: list[Edit] = []
+    edits: list[Op] = []
     for directory in directories:
-        folder = FileEntry(
-            name=directory.split(b"/")[-1], kind=EntryKind.DIR, mode=0o755, uid=1, gid=1,
-            size=0, mtime_ns=1, tree_id=EMPTY_TREE_ID,
-        )  # fmt: skip
-        edits.append(Mkdir(directory, folder))
+        folder = DrivePath.from_bytes(directory)
+        edits.append(Mkdir(folder, Attrs(mode=0o755, uid=1, gid=1, mtime_ns=1)))
         for number in range(count):
             name = entry_name(number)
-            edits.append(Put(directory + b"/" + name, _symlink(name, b"target")))
+            edits.append(Put(folder.child(name), _symlink(name, b"target")))
     drive.commit(edits)
 
 
@@ -561,7 +553,7 @@ def test_fsync_journals_at_once_and_later_writes_copy_on_write(tmp_path: Path) -
         await model.write(fh, 0, b"page one")
         await model.fsync(fh, False)
         first = await mount.pending()
-        assert len(first) == 1 and isinstance(first[0], PendingPut)
+        assert len(first) == 1 and isinstance(first[0], StagedPut)
         frozen = first[0].staged
         assert frozen is not None
         await model.write(fh, 5, b"two!")
@@ -569,9 +561,9 @@ def test_fsync_journals_at_once_and_later_writes_copy_on_write(tmp_path: Path) -
         await model.fsync(fh, True)  # fsync with nothing new journals nothing more
         await model.fsync(fh, True)
         await model.release(fh)
-        ops = await mount.pending()
-        assert len(ops) == 2 and isinstance(ops[1], PendingPut)
-        assert ops[1].base_seq is not None and ops[1].staged != frozen
+        entries = await mount.entries()
+        assert len(entries) == 2 and isinstance(entries[1].op, StagedPut)
+        assert entries[1].base_seq == entries[0].seq and entries[1].op.staged != frozen
         # The frozen stage of the first put is untouched: the uploader may still send it.
         with mount.staging.open(frozen) as staged:
             assert staged.read_at(0, 100) == b"page one"
@@ -589,7 +581,7 @@ def test_fsync_after_a_close_makes_the_closed_content_and_its_entry_durable(
         await model.write(fh, 0, b"closed before the fsync")  # buffered in memory
         await model.flush(fh)  # a close(2) of a dup: journaled, not fsynced
         (put,) = await mount.pending()
-        assert isinstance(put, PendingPut) and put.staged is not None
+        assert isinstance(put, StagedPut) and put.staged is not None
         synced: list[str] = []
         monkeypatch.setattr(mount.staging, "fsync", synced.append)
         monkeypatch.setattr(mount.journal, "sync", lambda: synced.append("journal"))
@@ -609,7 +601,7 @@ def test_a_close_journals_the_put_before_the_release_arrives(tmp_path: Path) -> 
         await model.write(fh, 0, b"written")
         await model.flush(fh)  # close(2) returns after this; RELEASE comes later
         ops = await mount.pending()
-        assert len(ops) == 1 and isinstance(ops[0], PendingPut)
+        assert len(ops) == 1 and isinstance(ops[0], StagedPut)
         await model.release(fh)
         assert len(await mount.pending()) == 1  # nothing new to journal at the release
         reader, _ = await model.open(attr.inode, os.O_RDONLY)
@@ -724,9 +716,9 @@ def test_rewriting_a_journaled_sparse_file_copies_only_its_data(tmp_path: Path) 
         await model.release(fh)
         assert time.monotonic() - began < 2
         ops = await mount.pending()
-        assert [type(op) for op in ops] == [PendingPut] * 3
+        assert [type(op) for op in ops] == [StagedPut] * 3
         last = ops[-1]
-        assert isinstance(last, PendingPut) and last.staged is not None
+        assert isinstance(last, StagedPut) and last.staged is not None
         staged = mount.staging.path_of(last.staged).stat()
         assert staged.st_size == 10**11 and staged.st_blocks * 512 < 1 << 20
         fh, _ = await model.open(inode, os.O_RDONLY)
@@ -761,8 +753,8 @@ def test_concurrent_requests_leave_a_consistent_view_and_journal(tmp_path: Path)
             inode = (await model.lookup(done.inode, f"w{number:02d}".encode())).inode
             assert await read_all(model, inode) == bytes([number]) * 4000
         ops = await mount.pending()
-        assert sum(isinstance(op, PendingPut) for op in ops) == 20
-        assert sum(isinstance(op, PendingMove) for op in ops) == 1
+        assert sum(isinstance(op, StagedPut) for op in ops) == 20
+        assert sum(isinstance(op, Move) for op in ops) == 1
 
     run_model(tmp_path, test)
 
@@ -825,7 +817,7 @@ def test_a_slow_tree_fetch_for_one_change_holds_up_no_other(
                 assert b"m" in await names_of(model, far.inode)
                 assert b"moving" not in await names_of(model, ROOT_INODE)
                 kinds = [type(op) for op in await mount.pending()]
-                assert kinds[-2:] == [PendingMkdir, PendingMove]
+                assert kinds[-2:] == [Mkdir, Move]
 
     trio.run(main)
 
@@ -859,7 +851,7 @@ def test_an_fsync_stalled_on_the_disk_holds_up_no_other_change(
             release.set()
         await model.release(fh)
         assert other != attr.inode
-        puts = [op for op in await mount.pending() if isinstance(op, PendingPut)]
+        puts = [op for op in await mount.pending() if isinstance(op, StagedPut)]
         assert [bytes(op.path) for op in puts] == [b"big.bin", b"small"]
 
     run_model(tmp_path, test)

@@ -13,27 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from boxfs.journal import (
-    AttrChanges,
-    FileAttrs,
-    Journal,
-    JournalError,
-    PendingDelete,
-    PendingMkdir,
-    PendingMove,
-    PendingOp,
-    PendingPut,
-    PendingSetattr,
-)
+from boxfs.journal import BasedOnPut, Journal, JournalError, JournalOp, StagedPut
 from store import protocol
 from store.errors import FormatError
 from store.ids import ContentHash, NamespaceId, content_hash_of
 from store.objects import EntryKind
+from store.ops import AttrChanges, Attrs, Delete, Mkdir, Move, SetAttr
 from store.protocol import DrivePath
 
 HOME = NamespaceId(bytes(range(16)))
 SHARED = NamespaceId(bytes(range(16, 32)))
-ATTRS = FileAttrs(mode=0o644, uid=1000, gid=1000, mtime_ns=1_700_000_000_123_456_789)
+ATTRS = Attrs(mode=0o644, uid=1000, gid=1000, mtime_ns=1_700_000_000_123_456_789)
 STAGED = ["a" * 32, "b" * 32, "c" * 32]
 
 
@@ -41,24 +31,24 @@ def path(text: str | bytes) -> DrivePath:
     return DrivePath.from_bytes(text.encode() if isinstance(text, str) else text)
 
 
-def put(name: str | bytes, staged: str, **kwargs: object) -> PendingPut:
-    return PendingPut(path=path(name), attrs=ATTRS, staged=staged, **kwargs)  # type: ignore[arg-type]
+def put(name: str | bytes, staged: str, **kwargs: object) -> StagedPut:
+    return StagedPut(path=path(name), attrs=ATTRS, staged=staged, **kwargs)  # type: ignore[arg-type]
 
 
 def applied(op_path: str) -> protocol.OpResult:
     return protocol.OpResult(status="applied", path=path(op_path))
 
 
-def every_kind() -> list[PendingOp]:
+def every_kind() -> list[JournalOp]:
     return [
-        PendingMkdir(path("docs"), FileAttrs(0o755, 1, 2, 3, ((b"user.tag", b"\xff\x00"),))),
+        Mkdir(path("docs"), Attrs(0o755, 1, 2, 3, ((b"user.tag", b"\xff\x00"),))),
         put("docs/r\xe9sum\xe9.txt", STAGED[0], base=content_hash_of(b"old")),
         put(b"docs/\xffbinary", STAGED[1]),
-        PendingPut(path("docs/link"), ATTRS, kind=EntryKind.SYMLINK, target=b"../elsewhere"),
-        PendingPut(path("docs/pipe"), ATTRS, kind=EntryKind.FIFO),
-        PendingMove(path("docs"), path("papers")),
-        PendingSetattr(path("papers"), AttrChanges(mode=0o700, xattrs=())),
-        PendingDelete(path("papers/pipe"), base=None),
+        StagedPut(path("docs/link"), ATTRS, kind=EntryKind.SYMLINK, target=b"../elsewhere"),
+        StagedPut(path("docs/pipe"), ATTRS, kind=EntryKind.FIFO),
+        Move(path("docs"), path("papers")),
+        SetAttr(path("papers"), AttrChanges(mode=0o700, xattrs=())),
+        Delete(path("papers/pipe"), base=None),
     ]
 
 
@@ -68,7 +58,7 @@ def test_entries_come_back_in_order_per_namespace_after_reopen(tmp_path: Path) -
         seqs = []
         for op in ops:
             seqs.append(journal.append(HOME, op))
-            journal.append(SHARED, PendingMkdir(path(f"other{len(seqs)}"), ATTRS))
+            journal.append(SHARED, Mkdir(path(f"other{len(seqs)}"), ATTRS))
     assert seqs == sorted(seqs)
     with Journal(tmp_path / "journal.sqlite3") as journal:
         home = journal.pending(HOME, 100)
@@ -76,7 +66,7 @@ def test_entries_come_back_in_order_per_namespace_after_reopen(tmp_path: Path) -
         assert [entry.op for entry in home] == ops  # every field round-trips, bytes included
         assert all(entry.namespace_id == HOME and not entry.in_flight for entry in home)
         shared = journal.pending(SHARED, 100)
-        assert [bytes(entry.op.path) for entry in shared if isinstance(entry.op, PendingMkdir)] == [
+        assert [bytes(entry.op.path) for entry in shared if isinstance(entry.op, Mkdir)] == [
             f"other{i}".encode() for i in range(1, len(ops) + 1)
         ]
         assert [entry.seq for entry in journal.pending(HOME, 3)] == seqs[:3]
@@ -87,7 +77,7 @@ def test_entries_come_back_in_order_per_namespace_after_reopen(tmp_path: Path) -
 
 def test_append_many_is_one_ordered_transaction(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite3") as journal:
-        ops = [PendingMkdir(path(f"d{i:04}"), ATTRS) for i in range(1000)]
+        ops = [Mkdir(path(f"d{i:04}"), ATTRS) for i in range(1000)]
         seqs = journal.append_many(HOME, ops)
         assert seqs == list(range(seqs[0], seqs[0] + 1000))
         assert [entry.op for entry in journal.pending(HOME, 2000)] == ops
@@ -97,14 +87,15 @@ _APPEND_THEN_WAIT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from boxfs.journal import FileAttrs, Journal, PendingPut
+    from boxfs.journal import Journal, StagedPut
     from store.ids import NamespaceId
-    from store.protocol import DrivePath
+    from store.ops import Attrs
+    from store.paths import DrivePath
 
     journal = Journal(Path(sys.argv[1]))
-    attrs = FileAttrs(mode=0o644, uid=0, gid=0, mtime_ns=1)
+    attrs = Attrs(mode=0o644, uid=0, gid=0, mtime_ns=1)
     for i in range(int(sys.argv[2])):
-        op = PendingPut(DrivePath.from_bytes(b"f%d" % i), attrs, staged="%032x" % i)
+        op = StagedPut(DrivePath.from_bytes(b"f%d" % i), attrs, staged="%032x" % i)
         power_safe = sys.argv[3] == "power-safe"
         (seq,) = journal.append_many(NamespaceId(bytes(16)), [op], power_safe=power_safe)
         print(seq, flush=True)
@@ -186,8 +177,8 @@ def test_an_assigned_batch_leaves_pending_and_survives_reopen(tmp_path: Path) ->
 
 def test_assign_batch_refuses_anything_but_the_oldest_pending_entries(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite3") as journal:
-        seqs = [journal.append(HOME, PendingMkdir(path(f"d{i}"), ATTRS)) for i in range(4)]
-        other = journal.append(SHARED, PendingMkdir(path("x"), ATTRS))
+        seqs = [journal.append(HOME, Mkdir(path(f"d{i}"), ATTRS)) for i in range(4)]
+        other = journal.append(SHARED, Mkdir(path("x"), ATTRS))
         with pytest.raises(JournalError, match="oldest pending"):
             journal.assign_batch(HOME, [seqs[1]], "key-skipping-one", b"{}")
         with pytest.raises(JournalError, match="oldest pending"):
@@ -210,8 +201,8 @@ def test_complete_removes_the_batch_and_records_what_was_not_applied(tmp_path: P
                 put("a.txt", STAGED[0]),
                 put("b.txt", STAGED[1]),
                 put("c.txt", STAGED[2]),
-                PendingDelete(path("gone")),
-                PendingMkdir(path("d"), ATTRS),
+                Delete(path("gone")),
+                Mkdir(path("d"), ATTRS),
             ],
         )
         journal.assign_batch(HOME, seqs, "batch-key-0000001", b"{}")
@@ -265,7 +256,7 @@ def test_a_staged_file_named_twice_is_unreferenced_only_after_both(tmp_path: Pat
 def test_staged_names_lists_pending_and_in_flight_puts(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite3") as journal:
         assert journal.staged_names() == set()
-        seqs = journal.append_many(HOME, [put("a", STAGED[0]), PendingMkdir(path("d"), ATTRS)])
+        seqs = journal.append_many(HOME, [put("a", STAGED[0]), Mkdir(path("d"), ATTRS)])
         journal.append(SHARED, put("b", STAGED[1]))
         journal.assign_batch(HOME, seqs, "in-flight-key-0001", b"{}")
         journal.append(HOME, put("c", STAGED[2]))
@@ -290,28 +281,32 @@ def test_base_seq_must_name_an_earlier_entry(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.sqlite3") as journal:
         first = journal.append(HOME, put("a", STAGED[0]))
         with pytest.raises(JournalError, match="base_seq"):
-            journal.append(HOME, put("a", STAGED[1], base_seq=first + 1))
-        second = journal.append(HOME, put("a", STAGED[1], base_seq=first))
+            journal.append(HOME, BasedOnPut(put("a", STAGED[1]), first + 1))
+        second = journal.append(HOME, BasedOnPut(put("a", STAGED[1]), first))
         digest = ContentHash(bytes(32))
         journal.assign_batch(HOME, [first], "in-flight-key-0003", b"{}", {first: digest})
         journal.complete("in-flight-key-0003", [applied("a")])
         # The put is gone from ops, its content hash stays for the entry that names it.
         assert journal.put_hashes([first]) == {first: digest}
-        third = journal.append(HOME, PendingDelete(path("a"), base_seq=first))
-        assert [entry.seq for entry in journal.pending(HOME, 10)] == [second, third]
+        third = journal.append(HOME, BasedOnPut(Delete(path("a")), first))
+        pending = journal.pending(HOME, 10)
+        assert [(entry.seq, entry.base_seq) for entry in pending] == [
+            (second, first),
+            (third, first),
+        ]
 
 
 def test_ops_the_format_refuses_are_refused_at_append_time() -> None:
     with pytest.raises(FormatError):
-        FileAttrs(mode=0o100644, uid=0, gid=0, mtime_ns=0)  # file type bits are not mode
+        Attrs(mode=0o100644, uid=0, gid=0, mtime_ns=0)  # file type bits are not mode
     with pytest.raises(FormatError):
-        PendingPut(path("a"), ATTRS)  # a file without staged content
+        StagedPut(path("a"), ATTRS)  # a file without staged content
     with pytest.raises(FormatError):
-        PendingPut(path("a"), ATTRS, staged=STAGED[0], kind=EntryKind.DIR)
+        StagedPut(path("a"), ATTRS, staged=STAGED[0], kind=EntryKind.DIR)
     with pytest.raises(FormatError):
-        PendingPut(path("a"), ATTRS, kind=EntryKind.SYMLINK)  # no target
+        StagedPut(path("a"), ATTRS, kind=EntryKind.SYMLINK)  # no target
     with pytest.raises(FormatError):
-        PendingMove(path("a"), path("a/b"))
+        Move(path("a"), path("a/b"))
     with pytest.raises(FormatError):
         AttrChanges()
     with pytest.raises(ValueError, match="staged file name"):
@@ -332,8 +327,8 @@ def test_a_newer_journal_format_is_refused(tmp_path: Path) -> None:
 def test_another_process_reads_a_live_journal_read_only(tmp_path: Path) -> None:
     journal_path = tmp_path / "j.sqlite3"
     with Journal(journal_path) as journal:
-        journal.append(HOME, PendingMkdir(path("d"), ATTRS))
+        journal.append(HOME, Mkdir(path("d"), ATTRS))
         with Journal(journal_path, readonly=True) as reader:
             assert reader.count(HOME) == 1
             with pytest.raises(JournalError):
-                reader.append(HOME, PendingMkdir(path("e"), ATTRS))
+                reader.append(HOME, Mkdir(path("e"), ATTRS))

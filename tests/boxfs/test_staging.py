@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from boxfs.journal import FileAttrs, Journal, PendingPut
+from boxfs.journal import Journal, StagedPut
 from boxfs.staging import (
     MAX_BUFFERED_BYTES,
     FileTooLargeError,
@@ -21,10 +21,11 @@ from boxfs.staging import (
 )
 from store.ids import NamespaceId
 from store.objects import MAX_FILE_BYTES
+from store.ops import Attrs
 from store.protocol import DrivePath
 
 HOME = NamespaceId(bytes(16))
-ATTRS = FileAttrs(mode=0o644, uid=0, gid=0, mtime_ns=0)
+ATTRS = Attrs(mode=0o644, uid=0, gid=0, mtime_ns=0)
 
 
 def staged_with(staging: Staging, data: bytes) -> str:
@@ -80,7 +81,7 @@ def test_sweep_removes_only_staged_files_no_journal_entry_names(tmp_path: Path) 
     (staging.directory / "notes.txt").write_text("not ours")  # neither is anything else
     with Journal(tmp_path / "journal.sqlite3") as journal:
         for i, name in enumerate(journaled):
-            journal.append(HOME, PendingPut(DrivePath.from_bytes(b"f%d" % i), ATTRS, staged=name))
+            journal.append(HOME, StagedPut(DrivePath.from_bytes(b"f%d" % i), ATTRS, staged=name))
         removed = staging.sweep(journal.staged_names())
     assert removed == sorted(leftovers)
     assert staging.names() == {*journaled, pinned}

@@ -11,24 +11,17 @@ from pathlib import Path
 import pytest
 
 from boxfs import uploader
-from boxfs.journal import (
-    AttrChanges,
-    FileAttrs,
-    PendingDelete,
-    PendingMkdir,
-    PendingMove,
-    PendingPut,
-    PendingSetattr,
-)
+from boxfs.journal import StagedPut
 from boxfs.staging import Staging
 from store import protocol
 from store.chunking import CHUNK_MIN_BYTES, chunk_file
 from store.frames import decode_frame
 from store.ids import ChunkId, content_hash_of
 from store.objects import EntryKind
+from store.ops import AttrChanges, Attrs, Delete, Mkdir, Move, SetAttr
 from store.protocol import DrivePath
 
-ATTRS = FileAttrs(mode=0o640, uid=7, gid=8, mtime_ns=123, xattrs=((b"user.a", b"1"),))
+ATTRS = Attrs(mode=0o640, uid=7, gid=8, mtime_ns=123, xattrs=((b"user.a", b"1"),))
 
 
 def stage(staging: Staging, data: bytes) -> str:
@@ -95,7 +88,7 @@ def test_every_journal_op_becomes_its_protocol_op(tmp_path: Path) -> None:
     base = content_hash_of(b"before")
     path = DrivePath.from_bytes(b"dir/file")
 
-    put = uploader.build_op(PendingPut(path, ATTRS, staged=name), scanned, base)
+    put = uploader.build_op(StagedPut(path, ATTRS, staged=name), scanned, base)
     assert isinstance(put, protocol.PutOp)
     assert put.base == base and put.path == path
     entry = protocol.entry_from_model(b"file", put.entry)
@@ -105,21 +98,21 @@ def test_every_journal_op_becomes_its_protocol_op(tmp_path: Path) -> None:
     assert entry.xattrs == ((b"user.a", b"1"),)
 
     link = uploader.build_op(
-        PendingPut(path, ATTRS, kind=EntryKind.SYMLINK, target=b"../t"), None, None
+        StagedPut(path, ATTRS, kind=EntryKind.SYMLINK, target=b"../t"), None, None
     )
     assert isinstance(link, protocol.PutOp)
     assert link.entry.kind == "symlink" and link.entry.target == b"../t" and link.entry.size == 4
 
-    mkdir = uploader.build_op(PendingMkdir(path, ATTRS), None, None)
+    mkdir = uploader.build_op(Mkdir(path, ATTRS), None, None)
     assert isinstance(mkdir, protocol.MkdirOp) and mkdir.attrs.mode == 0o640
 
-    move = uploader.build_op(PendingMove(path, DrivePath.from_bytes(b"other")), None, None)
+    move = uploader.build_op(Move(path, DrivePath.from_bytes(b"other")), None, None)
     assert isinstance(move, protocol.MoveOp) and bytes(move.dst) == b"other"
 
-    delete = uploader.build_op(PendingDelete(path), None, base)
+    delete = uploader.build_op(Delete(path), None, base)
     assert isinstance(delete, protocol.DeleteOp) and delete.base == base
 
-    setattr_op = uploader.build_op(PendingSetattr(path, AttrChanges(mode=0o600)), None, None)
+    setattr_op = uploader.build_op(SetAttr(path, AttrChanges(mode=0o600)), None, None)
     assert isinstance(setattr_op, protocol.SetattrOp)
     assert setattr_op.attrs.mode == 0o600 and setattr_op.attrs.uid is None
 

@@ -16,29 +16,22 @@ import blake3
 import trio
 
 from boxfs import uploader as uploader_module
-from boxfs.journal import (
-    FileAttrs,
-    Journal,
-    PendingDelete,
-    PendingMkdir,
-    PendingMove,
-    PendingOp,
-    PendingPut,
-)
+from boxfs.journal import BasedOnPut, Journal, JournalOp, StagedPut
 from boxfs.remote import Remote
 from boxfs.staging import Staging
 from boxfs.uploader import Uploader
 from store import protocol
 from store.ids import ChunkId, CommitId, NamespaceId
 from store.objects import EntryKind, FileEntry
+from store.ops import Attrs, Delete, Mkdir, Move
 from store.protocol import DrivePath
 from tests.integration.drive_api import head_entries
 from tests.integration.server_process import ServerProcess
 
 PASSWORD = "uploader test password"  # noqa: S105  (a test account)
 MIB = 1 << 20
-ATTRS = FileAttrs(mode=0o644, uid=1000, gid=1000, mtime_ns=1_700_000_000_000_000_000)
-DIR_ATTRS = FileAttrs(mode=0o755, uid=1000, gid=1000, mtime_ns=1_700_000_000_000_000_000)
+ATTRS = Attrs(mode=0o644, uid=1000, gid=1000, mtime_ns=1_700_000_000_000_000_000)
+DIR_ATTRS = Attrs(mode=0o755, uid=1000, gid=1000, mtime_ns=1_700_000_000_000_000_000)
 TIMEOUT_S = 60
 
 R = TypeVar("R", bound=Remote)
@@ -61,7 +54,7 @@ def stage(staging: Staging, data: bytes) -> str:
         return staged.name
 
 
-async def append(journal: Journal, namespace: NamespaceId, op: PendingOp) -> int:
+async def append(journal: Journal, namespace: NamespaceId, op: JournalOp | BasedOnPut) -> int:
     return await trio.to_thread.run_sync(journal.append, namespace, op)
 
 
@@ -150,16 +143,16 @@ def test_a_burst_lands_in_order_in_a_handful_of_commits(
         )
         async with remote, running(uploader):
             # What a burst of writes on the mount journals, each op nudging the uploader.
-            await append(journal, home, PendingMkdir(path("a"), DIR_ATTRS))
+            await append(journal, home, Mkdir(path("a"), DIR_ATTRS))
             uploader.nudge()
             seqs: dict[str, int] = {}
             for name, data in small.items():
-                op = PendingPut(path(f"a/{name}"), ATTRS, staged=stage(staging, data))
+                op = StagedPut(path(f"a/{name}"), ATTRS, staged=stage(staging, data))
                 seqs[name] = await append(journal, home, op)
                 uploader.nudge()
-            await append(journal, home, PendingPut(path("big.bin"), ATTRS, stage(staging, big)))
-            await append(journal, home, PendingMove(path("a"), path("b")))
-            await append(journal, home, PendingDelete(path("b/f007"), base_seq=seqs["f007"]))
+            await append(journal, home, StagedPut(path("big.bin"), ATTRS, stage(staging, big)))
+            await append(journal, home, Move(path("a"), path("b")))
+            await append(journal, home, BasedOnPut(Delete(path("b/f007")), seqs["f007"]))
             uploader.nudge()
             with trio.fail_after(TIMEOUT_S):
                 await uploader.wait_idle()
@@ -202,9 +195,9 @@ def test_a_batch_whose_reply_was_lost_is_applied_once_by_the_next_uploader(
         home = (await lossy.home()).namespace_id
         staging = Staging(tmp_path / "staging")
         journal = Journal(journal_path)
-        await append(journal, home, PendingMkdir(path("x"), DIR_ATTRS))
-        await append(journal, home, PendingPut(path("x/a"), ATTRS, stage(staging, b"a" * 1000)))
-        await append(journal, home, PendingPut(path("x/b"), ATTRS, stage(staging, b"b" * 1000)))
+        await append(journal, home, Mkdir(path("x"), DIR_ATTRS))
+        await append(journal, home, StagedPut(path("x/a"), ATTRS, stage(staging, b"a" * 1000)))
+        await append(journal, home, StagedPut(path("x/b"), ATTRS, stage(staging, b"b" * 1000)))
         first = Uploader(journal, staging, lossy, home, trio.CapacityLimiter(2))
         async with lossy, running(first):
             with trio.fail_after(TIMEOUT_S):
@@ -218,7 +211,7 @@ def test_a_batch_whose_reply_was_lost_is_applied_once_by_the_next_uploader(
 
         journal = Journal(journal_path)  # the next mount
         late = stage(staging, b"written after the crash")
-        await append(journal, home, PendingPut(path("x/c"), ATTRS, late))
+        await append(journal, home, StagedPut(path("x/c"), ATTRS, late))
         remote = CountingRemote(server_process.url, lossy.token)
         second = Uploader(
             journal, Staging(tmp_path / "staging"), remote, home, trio.CapacityLimiter(2)
@@ -268,7 +261,7 @@ def test_a_reply_received_but_not_recorded_is_completed_by_the_resend(
         home = (await remote.home()).namespace_id
         staging = Staging(tmp_path / "staging")
         journal = CrashingJournal(tmp_path / "journal.sqlite3")
-        await append(journal, home, PendingPut(path("note"), ATTRS, stage(staging, b"note")))
+        await append(journal, home, StagedPut(path("note"), ATTRS, stage(staging, b"note")))
         uploader = Uploader(journal, staging, remote, home, trio.CapacityLimiter(2))
         async with remote, running(uploader):
             with trio.fail_after(TIMEOUT_S):
@@ -303,11 +296,11 @@ def test_ops_wait_in_the_journal_while_the_server_is_down_and_land_after(
         restarted: ServerProcess | None = None
         try:
             async with remote, running(uploader):
-                await append(journal, home, PendingMkdir(path("offline"), DIR_ATTRS))
+                await append(journal, home, Mkdir(path("offline"), DIR_ATTRS))
                 for i in range(5):
                     name = stage(staging, b"offline write %d" % i)
-                    await append(journal, home, PendingPut(path(f"offline/{i}"), ATTRS, name))
-                await append(journal, home, PendingMove(path("offline"), path("online")))
+                    await append(journal, home, StagedPut(path(f"offline/{i}"), ATTRS, name))
+                await append(journal, home, Move(path("offline"), path("online")))
                 uploader.nudge()
                 with trio.fail_after(TIMEOUT_S):
                     while uploader.online:
@@ -352,14 +345,12 @@ def test_copying_a_file_the_server_holds_uploads_no_chunk_bytes(
         journal = Journal(tmp_path / "journal.sqlite3")
         uploader = Uploader(journal, staging, remote, home, trio.CapacityLimiter(2))
         async with remote, running(uploader):
-            await append(
-                journal, home, PendingPut(path("original"), ATTRS, stage(staging, content))
-            )
+            await append(journal, home, StagedPut(path("original"), ATTRS, stage(staging, content)))
             uploader.nudge()
             with trio.fail_after(TIMEOUT_S):
                 await uploader.wait_idle()
             first_upload = remote.chunk_bytes
-            await append(journal, home, PendingPut(path("copy"), ATTRS, stage(staging, content)))
+            await append(journal, home, StagedPut(path("copy"), ATTRS, stage(staging, content)))
             uploader.nudge()
             with trio.fail_after(TIMEOUT_S):
                 await uploader.wait_idle()
@@ -386,13 +377,13 @@ def test_puts_that_cannot_land_are_recorded_and_the_rest_goes_on(
         staging = Staging(tmp_path / "staging")
         journal = Journal(tmp_path / "journal.sqlite3")
         vanished = stage(staging, b"about to vanish")
-        await append(journal, home, PendingPut(path("vanished"), ATTRS, vanished))
+        await append(journal, home, StagedPut(path("vanished"), ATTRS, vanished))
         staging.remove(vanished)
         orphan = stage(staging, b"no folder for me")
-        await append(journal, home, PendingPut(path("no/such/folder"), ATTRS, orphan))
-        first = await append(journal, home, PendingPut(path("doc"), ATTRS, stage(staging, b"v1")))
+        await append(journal, home, StagedPut(path("no/such/folder"), ATTRS, orphan))
+        first = await append(journal, home, StagedPut(path("doc"), ATTRS, stage(staging, b"v1")))
         await append(
-            journal, home, PendingPut(path("doc"), ATTRS, stage(staging, b"v2"), base_seq=first)
+            journal, home, BasedOnPut(StagedPut(path("doc"), ATTRS, stage(staging, b"v2")), first)
         )
         uploader = Uploader(journal, staging, remote, home, trio.CapacityLimiter(2))
         async with remote, running(uploader):
@@ -427,7 +418,7 @@ def test_a_resent_batch_first_uploads_the_chunks_the_server_lacks(
         home = (await remote.home()).namespace_id
         staging = Staging(tmp_path / "staging")
         journal = Journal(tmp_path / "journal.sqlite3")
-        op = PendingPut(path("persisted"), ATTRS, stage(staging, content))
+        op = StagedPut(path("persisted"), ATTRS, stage(staging, content))
         seq = await append(journal, home, op)
         # What a process that died right after assign_batch left: key and body, no chunks.
         scanned = uploader_module._scan(staging, op.staged or "")

@@ -29,7 +29,7 @@ from store import protocol
 from store.errors import FormatError
 from store.frames import decode_frame, encode_frame
 from store.ids import ChunkId, CommitId, NamespaceId, TreeId, chunk_id_of, content_hash_of
-from store.merkle import EMPTY_TREE_ID, MemoryTrees, Put, apply_edits
+from store.merkle import EMPTY_TREE_ID, MemoryTrees, apply_edits
 from store.objects import (
     EMPTY_TREE,
     ChunkRef,
@@ -39,6 +39,7 @@ from store.objects import (
     decode_commit,
     decode_tree,
 )
+from store.ops import Put
 
 PASSWORD = "correct horse battery"  # noqa: S105  (a test account)
 
@@ -183,7 +184,9 @@ def add_commit(
         chunks=chunks,
         content_hash=content_hash_of(data),
     )
-    result = apply_edits(MemoryTrees(), EMPTY_TREE_ID, [Put(name, entry)])
+    result = apply_edits(
+        MemoryTrees(), EMPTY_TREE_ID, [Put(protocol.DrivePath.from_bytes(name), entry)]
+    )
     added = now_ns()
     with server(client).db.write() as connection:
         row = connection.execute(

@@ -14,19 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store.chunking import chunk_bytes
-from store.errors import ConflictError, FormatError, IntegrityError, NotFoundError
+from store.errors import (
+    ConflictError,
+    FormatError,
+    IntegrityError,
+    InvalidPathError,
+    NotFoundError,
+)
 from store.ids import ChunkId, TreeId
 from store.merkle import (
     EMPTY_TREE_ID,
     Change,
     ChangeKind,
-    Delete,
-    Edit,
     MemoryTrees,
-    Mkdir,
-    Move,
-    Put,
-    SetAttr,
     apply_edits,
     build_tree,
     changes_to_edits,
@@ -36,6 +36,12 @@ from store.merkle import (
     walk,
 )
 from store.objects import EMPTY_TREE, EntryKind, FileEntry, Tree, decode_tree
+from store.ops import AttrChanges, Attrs, Delete, Mkdir, Move, Op, Put, SetAttr
+from store.paths import DrivePath
+
+P = DrivePath.from_bytes
+# What ``dir_entry`` gives a directory by default.
+DIR_ATTRS = Attrs(mode=0o755, uid=1000, gid=1000, mtime_ns=7)
 
 # --- building drives in memory ------------------------------------------------------------
 #
@@ -399,7 +405,7 @@ def test_diff_of_one_changed_leaf_loads_only_the_trees_on_its_path() -> None:
     trees = MemoryTrees()
     depth = 3
     old = deep_drive(trees, fanout=8, depth=depth)  # 585 trees, 4,096 files
-    result = apply_edits(trees, old, [Put(b"d3/d5/d1/f2", file_entry(b"f2", b"new"))])
+    result = apply_edits(trees, old, [Put(P(b"d3/d5/d1/f2"), file_entry(b"f2", b"new"))])
     trees.update(result.new_trees)
     counting = CountingTrees(trees)
     changes = diff_trees(counting, old, result.root)
@@ -411,7 +417,7 @@ def test_diff_of_one_changed_leaf_loads_only_the_trees_on_its_path() -> None:
 def test_diff_of_one_attribute_change_deep_down_loads_only_its_ancestors() -> None:
     trees = MemoryTrees()
     old = deep_drive(trees, fanout=6, depth=3)
-    result = apply_edits(trees, old, [SetAttr(b"d0/d4/d2", mode=0o700)])
+    result = apply_edits(trees, old, [SetAttr(P(b"d0/d4/d2"), AttrChanges(mode=0o700))])
     trees.update(result.new_trees)
     counting = CountingTrees(trees)
     changes = diff_trees(counting, old, result.root)
@@ -427,7 +433,7 @@ def test_a_one_file_edit_writes_exactly_the_trees_from_its_directory_to_the_root
     depth = 4
     root = deep_drive(trees, fanout=4, depth=depth)
     counting = CountingTrees(trees)
-    result = apply_edits(counting, root, [Put(b"d1/d2/d3/d0/f9", file_entry(b"f9", b"new"))])
+    result = apply_edits(counting, root, [Put(P(b"d1/d2/d3/d0/f9"), file_entry(b"f9", b"new"))])
     assert len(result.new_trees) == depth + 1
     assert counting.loads == depth + 1
     trees.update(result.new_trees)
@@ -439,24 +445,24 @@ def test_edits_that_change_nothing_write_no_tree() -> None:
     root = store_spec(trees, SAMPLE)
     same = lookup(trees, root, b"docs/a.txt")
     assert same is not None
-    assert apply_edits(trees, root, []) == apply_edits(trees, root, [Put(b"docs/a.txt", same)])
-    assert apply_edits(trees, root, [Put(b"docs/a.txt", same)]).new_trees == {}
-    assert apply_edits(trees, root, [SetAttr(b"docs", mode=0o755)]).root == root
+    assert apply_edits(trees, root, []) == apply_edits(trees, root, [Put(P(b"docs/a.txt"), same)])
+    assert apply_edits(trees, root, [Put(P(b"docs/a.txt"), same)]).new_trees == {}
+    assert apply_edits(trees, root, [SetAttr(P(b"docs"), AttrChanges(mode=0o755))]).root == root
 
 
 def test_put_mkdir_move_delete_setattr_produce_the_expected_drive() -> None:
     trees = MemoryTrees()
     root = store_spec(trees, SAMPLE)
-    edits: list[Edit] = [
-        Mkdir(b"new", dir_entry(b"new", EMPTY_TREE_ID)),
-        Put(b"new/f", file_entry(b"f", b"fresh")),
-        Move(b"new", b"moved"),  # carries its pending content along
-        Put(b"moved/g", file_entry(b"g", b"also")),
-        Delete(b"docs/deep"),
-        Move(b"docs/a.txt", b"empty/a.txt"),
-        Move(b"notes", b"link"),  # replaces a non-directory
-        SetAttr(b"docs", mode=0o700, mtime_ns=99, xattrs=((b"user.k", b"v"),)),
-        Mkdir(b"void", dir_entry(b"void", EMPTY_TREE_ID)),
+    edits: list[Op] = [
+        Mkdir(P(b"new"), DIR_ATTRS),
+        Put(P(b"new/f"), file_entry(b"f", b"fresh")),
+        Move(P(b"new"), P(b"moved")),  # carries its pending content along
+        Put(P(b"moved/g"), file_entry(b"g", b"also")),
+        Delete(P(b"docs/deep")),
+        Move(P(b"docs/a.txt"), P(b"empty/a.txt")),
+        Move(P(b"notes"), P(b"link")),  # replaces a non-directory
+        SetAttr(P(b"docs"), AttrChanges(mode=0o700, mtime_ns=99, xattrs=((b"user.k", b"v"),))),
+        Mkdir(P(b"void"), DIR_ATTRS),
     ]
     result = apply_edits(trees, root, edits)
     trees.update(result.new_trees)
@@ -486,30 +492,36 @@ def test_put_mkdir_move_delete_setattr_produce_the_expected_drive() -> None:
 def test_move_replaces_an_empty_directory_but_not_a_full_one() -> None:
     trees = MemoryTrees()
     root = store_spec(trees, SAMPLE)
-    result = apply_edits(trees, root, [Move(b"docs/deep", b"empty")])
+    result = apply_edits(trees, root, [Move(P(b"docs/deep"), P(b"empty"))])
     trees.update(result.new_trees)
     assert lookup(trees, result.root, b"empty/x") is not None
     assert lookup(trees, result.root, b"docs/deep") is None
     with pytest.raises(ConflictError, match="not empty"):
-        apply_edits(trees, root, [Move(b"notes", b"docs")])
+        apply_edits(trees, root, [Move(P(b"notes"), P(b"docs"))])
     # A directory emptied earlier in the same batch counts as empty.
-    emptied = apply_edits(trees, root, [Delete(b"docs/deep/x"), Move(b"notes", b"docs/deep")])
+    emptied = apply_edits(
+        trees, root, [Delete(P(b"docs/deep/x")), Move(P(b"notes"), P(b"docs/deep"))]
+    )
     trees.update(emptied.new_trees)
     moved = lookup(trees, emptied.root, b"docs/deep")
     assert moved is not None
     assert moved.kind is EntryKind.FILE
 
 
-def test_move_onto_itself_is_a_no_op() -> None:
-    trees = MemoryTrees()
-    root = store_spec(trees, SAMPLE)
-    assert apply_edits(trees, root, [Move(b"docs", b"docs")]).root == root
+def test_a_move_onto_or_into_itself_is_refused_when_built() -> None:
+    for dst in (b"docs", b"docs/inner", b"docs/deep/docs"):
+        with pytest.raises(FormatError, match="onto or into itself"):
+            Move(P(b"docs"), P(dst))
 
 
 def test_setattr_keeps_a_directory_s_children_and_a_file_s_content() -> None:
     trees = MemoryTrees()
     root = store_spec(trees, SAMPLE)
-    result = apply_edits(trees, root, [SetAttr(b"docs", uid=0), SetAttr(b"notes", gid=5)])
+    result = apply_edits(
+        trees,
+        root,
+        [SetAttr(P(b"docs"), AttrChanges(uid=0)), SetAttr(P(b"notes"), AttrChanges(gid=5))],
+    )
     trees.update(result.new_trees)
     before_docs, after_docs = lookup(trees, root, b"docs"), lookup(trees, result.root, b"docs")
     assert before_docs is not None and after_docs is not None
@@ -521,7 +533,7 @@ def test_setattr_keeps_a_directory_s_children_and_a_file_s_content() -> None:
 
 
 def _assert_batch_refused(
-    trees: MemoryTrees, root: TreeId, edits: list[Edit], error: type[Exception], match: str
+    trees: MemoryTrees, root: TreeId, edits: list[Op], error: type[Exception], match: str
 ) -> None:
     """The batch raises, the source is untouched, and the earlier edits left nothing."""
     stored = len(trees)
@@ -534,64 +546,56 @@ def _assert_batch_refused(
 @pytest.mark.parametrize(
     ("edit", "error", "match"),
     [
-        (Put(b"nowhere/f", file_entry(b"f")), NotFoundError, "directory not found: nowhere"),
-        (Put(b"notes/f", file_entry(b"f")), ConflictError, "notes: is a file, not a directory"),
-        (Put(b"link/f", file_entry(b"f")), ConflictError, "is a symlink, not a directory"),
-        (Put(b"docs", file_entry(b"docs")), ConflictError, "is a directory"),
-        (Move(b"docs", b"docs/deep/docs"), ConflictError, "cannot move into itself"),
-        (Move(b"docs", b"docs/inner"), ConflictError, "cannot move into itself"),
-        (Move(b"missing", b"somewhere"), NotFoundError, "path not found: missing"),
-        (Move(b"notes", b"docs"), ConflictError, "not empty"),
-        (Move(b"notes", b"nowhere/notes"), NotFoundError, "directory not found"),
-        (Mkdir(b"docs", dir_entry(b"docs", EMPTY_TREE_ID)), ConflictError, "exists already"),
-        (Mkdir(b"notes", dir_entry(b"notes", EMPTY_TREE_ID)), ConflictError, "exists already"),
-        (Delete(b"docs/missing"), NotFoundError, "path not found: docs/missing"),
-        (Delete(b"docs/deep/x/y"), ConflictError, "is a file, not a directory"),
-        (SetAttr(b"missing", mode=0o600), NotFoundError, "path not found"),
-        (SetAttr(b"notes", mode=0o17777), FormatError, "mode"),
-        (SetAttr(b"notes", xattrs=((b"b", b""), (b"a", b""))), FormatError, "unsorted"),
+        (Put(P(b"nowhere/f"), file_entry(b"f")), NotFoundError, "directory not found: nowhere"),
+        (Put(P(b"notes/f"), file_entry(b"f")), ConflictError, "notes: is a file, not a directory"),
+        (Put(P(b"link/f"), file_entry(b"f")), ConflictError, "is a symlink, not a directory"),
+        (Put(P(b"docs"), file_entry(b"docs")), ConflictError, "is a directory"),
+        (Move(P(b"missing"), P(b"somewhere")), NotFoundError, "path not found: missing"),
+        (Move(P(b"notes"), P(b"docs")), ConflictError, "not empty"),
+        (Move(P(b"notes"), P(b"nowhere/notes")), NotFoundError, "directory not found"),
+        (Mkdir(P(b"docs"), DIR_ATTRS), ConflictError, "exists already"),
+        (Mkdir(P(b"notes"), DIR_ATTRS), ConflictError, "exists already"),
+        (Delete(P(b"docs/missing")), NotFoundError, "path not found: docs/missing"),
+        (Delete(P(b"docs/deep/x/y")), ConflictError, "is a file, not a directory"),
+        (SetAttr(P(b"missing"), AttrChanges(mode=0o600)), NotFoundError, "path not found"),
     ],
 )
 def test_apply_edits_refuses_a_bad_edit_and_leaves_no_partial_result(
-    edit: Edit, error: type[Exception], match: str
+    edit: Op, error: type[Exception], match: str
 ) -> None:
     trees = MemoryTrees()
     root = store_spec(trees, SAMPLE)
-    good_first: Edit = Put(b"docs/new.txt", file_entry(b"new.txt", b"n"))
+    good_first: Op = Put(P(b"docs/new.txt"), file_entry(b"new.txt", b"n"))
     _assert_batch_refused(trees, root, [good_first, edit], error, match)
 
 
-def test_edits_refuse_a_mismatched_name_or_a_root_path_when_built() -> None:
+def test_edits_refuse_a_mismatched_name_bad_attributes_or_a_root_path_when_built() -> None:
     with pytest.raises(FormatError, match="named"):
-        Put(b"docs/a.txt", file_entry(b"b.txt"))
-    with pytest.raises(FormatError, match="named"):
-        Mkdir(b"a", dir_entry(b"b", EMPTY_TREE_ID))
-    with pytest.raises(FormatError, match="empty directory"):
-        Mkdir(b"a", file_entry(b"a"))
-    trees = MemoryTrees()
-    with pytest.raises(FormatError, match="empty directory"):
-        Mkdir(b"a", dir_entry(b"a", store_spec(trees, {b"x": ("fifo",)})))
-    with pytest.raises(FormatError, match="root"):
-        SetAttr(b"", mode=0o700)  # the root has no entry, so no attributes to set
-    with pytest.raises(FormatError, match="root"):
-        Delete(b"")
-    with pytest.raises(FormatError, match="root"):
-        Move(b"a", b"")
-    with pytest.raises(FormatError, match="bad path"):
-        Delete(b"a/../b")
-
-
-def test_a_file_moved_under_itself_is_refused_as_not_a_directory() -> None:
-    trees = MemoryTrees()
-    root = store_spec(trees, SAMPLE)
-    with pytest.raises(ConflictError, match="is a file, not a directory"):
-        apply_edits(trees, root, [Move(b"notes", b"notes/x")])
+        Put(P(b"docs/a.txt"), file_entry(b"b.txt"))
+    with pytest.raises(FormatError, match="mode"):
+        AttrChanges(mode=0o17777)
+    with pytest.raises(FormatError, match="unsorted"):
+        AttrChanges(xattrs=((b"b", b""), (b"a", b"")))
+    with pytest.raises(FormatError, match="changes nothing"):
+        AttrChanges()
+    with pytest.raises(FormatError, match="mode"):
+        Attrs(0o17777, 0, 0, 0)
+    # The root has no entry, so no op names it; nor does a path with ``..`` or an empty name.
+    for raw in (b"", b"a/../b", b"a//b", b"/a"):
+        with pytest.raises(InvalidPathError):
+            DrivePath.from_bytes(raw)
+    with pytest.raises(InvalidPathError, match="at least one name"):
+        DrivePath(())
+    with pytest.raises(FormatError, match="onto or into itself"):
+        Move(P(b"notes"), P(b"notes/x"))  # a file moved under itself
 
 
 def test_parent_mtime_is_not_changed_by_edits_below_it() -> None:
     trees = MemoryTrees()
     root = store_spec(trees, SAMPLE)
-    result = apply_edits(trees, root, [Put(b"docs/new", file_entry(b"new")), Delete(b"docs/b.txt")])
+    result = apply_edits(
+        trees, root, [Put(P(b"docs/new"), file_entry(b"new")), Delete(P(b"docs/b.txt"))]
+    )
     trees.update(result.new_trees)
     before, after = lookup(trees, root, b"docs"), lookup(trees, result.root, b"docs")
     assert before is not None and after is not None
@@ -606,7 +610,11 @@ def test_apply_edits_loads_nothing_outside_the_touched_paths() -> None:
     result = apply_edits(
         only_root,
         root,
-        [Put(b"top", file_entry(b"top")), Move(b"docs", b"documents"), Delete(b"empty")],
+        [
+            Put(P(b"top"), file_entry(b"top")),
+            Move(P(b"docs"), P(b"documents")),
+            Delete(P(b"empty")),
+        ],
     )
     assert list(result.new_trees) == [result.root]
 
@@ -627,7 +635,7 @@ def test_changes_to_edits_sets_only_the_attributes_that_differ() -> None:
     old = dir_entry(b"d", EMPTY_TREE_ID, mode=0o755, mtime_ns=1)
     new = dir_entry(b"d", EMPTY_TREE_ID, mode=0o700, mtime_ns=1)
     edits = changes_to_edits([Change(ChangeKind.MODIFIED, b"d", old, new)])
-    assert edits == [SetAttr(b"d", mode=0o700)]
+    assert edits == [SetAttr(P(b"d"), AttrChanges(mode=0o700))]
 
 
 def test_a_change_with_entries_that_do_not_match_its_kind_is_refused() -> None:
@@ -681,11 +689,11 @@ def test_applying_the_edits_of_a_diff_turns_one_tree_into_the_other(a: Spec, b: 
 def test_walking_a_stored_spec_then_rebuilding_it_from_puts_gives_the_same_id(a: Spec) -> None:
     trees = MemoryTrees()
     root = store_spec(trees, a)
-    edits: list[Edit] = []
+    edits: list[Op] = []
     for path, entry in walk(trees, root):
         if entry.kind is EntryKind.DIR:
-            edits.append(Mkdir(path, dataclasses.replace(entry, tree_id=EMPTY_TREE_ID)))
-            edits.append(SetAttr(path, mode=entry.mode))
+            edits.append(Mkdir(P(path), Attrs.of(entry)))
+            edits.append(SetAttr(P(path), AttrChanges(mode=entry.mode)))
         else:
-            edits.append(Put(path, entry))
+            edits.append(Put(P(path), entry))
     assert apply_edits(trees, EMPTY_TREE_ID, edits).root == root

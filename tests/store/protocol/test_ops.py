@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from store import ops
 from store import protocol as p
 from store.ids import ChunkId, ContentHash, content_hash_of
 from store.objects import ChunkRef, EntryKind, FileEntry
@@ -131,6 +132,32 @@ def test_every_op_kind_round_trips() -> None:
     wire = json.loads(batch.model_dump_json())
     assert [op["op"] for op in wire["ops"]] == ["put", "mkdir", "move", "delete", "setattr"]
     assert p.OpsBatch.model_validate(wire) == batch
+
+
+STORE_OPS: list[ops.Op] = [
+    ops.Put(path(b"a/notes.txt"), file_entry(), ContentHash(bytes(32))),
+    ops.Put(path(b"l"), ENTRIES[3]),
+    ops.Mkdir(path(b"a/\xffdir"), ops.Attrs(0o755, 1, 1, 5, ((b"user.k", b"\x00"),))),
+    ops.Move(path(b"a/x"), path(b"b/x")),
+    ops.Delete(path(b"a/y")),
+    ops.Delete(path(b"a/z"), ContentHash(bytes(range(32)))),
+    ops.SetAttr(path(b"a"), ops.AttrChanges(mode=0o700)),
+    ops.SetAttr(path(b"b"), ops.AttrChanges(uid=3, gid=4, mtime_ns=-1, xattrs=())),
+]
+
+
+@pytest.mark.parametrize("op", STORE_OPS, ids=lambda op: type(op).__name__)
+def test_each_store_op_survives_the_wire_unchanged(op: ops.Op) -> None:
+    model = p.op_to_wire(op)
+    sent = p.OpsBatch(idempotency_key=KEY, ops=(model,)).model_dump_json()
+    (received,) = p.OpsBatch.model_validate_json(sent).ops
+    assert p.op_from_wire(received) == op
+
+
+def test_a_store_put_of_a_directory_does_not_go_on_the_wire() -> None:
+    restore = ops.Put(path(b"d"), ENTRIES[2])  # the server's history may place a whole folder
+    with pytest.raises(ValidationError, match="use mkdir"):
+        p.op_to_wire(restore)
 
 
 def test_op_results_carry_exactly_the_fields_their_status_needs() -> None:
