@@ -3,7 +3,9 @@
 Owns: fetching trees (``Remote.trees``) and chunk frames (``Remote.download_chunks``) of one
 namespace, in batches; verifying every object against its id before it is used or cached
 (``store.objects.decode_tree``, ``store.frames.decode_frame``); putting verified objects
-into the LMDB ``ObjectCache`` (whose byte budget is the cache's own business); reading a
+into the LMDB ``ObjectCache`` (whose byte budget is the cache's own business), when it has
+one it may write: the CLI passes a mount's cache opened read-only, or none, and then
+verified objects stay in the memory caches below only; reading a
 byte range of a file entry, with sequential prefetch; and the pure offset -> chunk mapping
 (``chunk_starts``, ``slices_for_range``).
 
@@ -272,7 +274,7 @@ class Fetcher:
         self,
         remote: Remote,
         namespace_id: NamespaceId,
-        cache: ObjectCache,
+        cache: ObjectCache | None,
         limiter: trio.CapacityLimiter,
         *,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
@@ -292,6 +294,7 @@ class Fetcher:
         self._remote = remote
         self._namespace_id = namespace_id
         self._cache = cache
+        self._cache_writable = cache is not None and not cache.readonly
         self._limiter = limiter
         self._timeout_s = request_timeout_s
         self._prefetch_chunks = prefetch_chunks
@@ -344,8 +347,11 @@ class Fetcher:
         download: its error goes to the readers waiting for those chunks."""
         if self._running or self._stopped:
             raise RuntimeError("Fetcher.run() runs once")
-        cache_stats = await run_in_thread(self._limiter, self._cache.stats)
-        self._prefetch_cap_bytes = cache_stats.budget_bytes // 2
+        if self._cache is not None and self._cache_writable:
+            cache_stats = await run_in_thread(self._limiter, self._cache.stats)
+            self._prefetch_cap_bytes = cache_stats.budget_bytes // 2
+        else:  # prefetched chunks wait in memory only
+            self._prefetch_cap_bytes = int(self._recent.maxsize) // 2
         try:
             async with trio.open_nursery() as nursery:
                 self._running = True
@@ -460,7 +466,7 @@ class Fetcher:
         into the recent plaintexts (a prefetch of a cached chunk does the reader's work
         ahead of it, on a worker thread), so only misses are downloaded."""
         unchecked = [chunk_id for chunk_id, pending in by_id.items() if not pending.cache_checked]
-        if not unchecked:
+        if not unchecked or self._cache is None:
             return
         found, damaged = await run_in_thread(self._limiter, self._load_cached_plaintexts, unchecked)
         self._stats.corrupt_cache_objects += damaged
@@ -492,7 +498,8 @@ class Fetcher:
             self._remember(chunk_id, plaintext)
             # Still in _inflight (settled) while it is written: a request arriving now
             # takes the plaintext instead of missing the cache and downloading again.
-            await run_in_thread(self._limiter, self._store, ObjectKind.FRAME, chunk_id, frame)
+            if self._cache_writable:
+                await run_in_thread(self._limiter, self._store, ObjectKind.FRAME, chunk_id, frame)
             for lookup in self._lookups:
                 if chunk_id in lookup.wanted:
                     lookup.arrived[chunk_id] = plaintext
@@ -524,7 +531,7 @@ class Fetcher:
             else:
                 self._join(chunk_id, results)
         lookup = _Lookup(chunk_id for chunk_id, _ in wanted if chunk_id not in results)
-        if lookup.ids:
+        if lookup.ids and self._cache is not None:
             self._lookups.append(lookup)
             try:
                 found, damaged = await run_in_thread(
@@ -760,6 +767,8 @@ class Fetcher:
         the caller fetches it again."""
         plaintexts: list[bytes | None] = []
         damaged = 0
+        if self._cache is None:
+            return [None] * len(chunk_ids), 0
         for chunk_id in chunk_ids:
             plaintext = None
             try:
@@ -770,7 +779,8 @@ class Fetcher:
             except IntegrityError as exc:
                 damaged += 1
                 _log.warning("cached chunk %s is damaged, fetching it again: %s", chunk_id, exc)
-                self._cache.delete(ObjectKind.FRAME, chunk_id)
+                if self._cache_writable:
+                    self._cache.delete(ObjectKind.FRAME, chunk_id)
             else:
                 plaintext = None if found is None else found[0]
             plaintexts.append(plaintext)
@@ -782,10 +792,12 @@ class Fetcher:
         """The cached trees among ``tree_ids``, verified, with their encoded sizes, and how
         many were damaged (deleted, so they are fetched again). ``touches``: trees served
         from memory since the last call, made recent in the cache too."""
-        if touches:
-            self._cache.touch(ObjectKind.TREE, touches)
         trees: dict[TreeId, tuple[Tree, int]] = {}
         damaged = 0
+        if self._cache is None:
+            return trees, damaged
+        if touches:
+            self._cache.touch(ObjectKind.TREE, touches)
         for tree_id in tree_ids:
             data = self._cache.get(ObjectKind.TREE, tree_id)
             if data is None:
@@ -795,7 +807,8 @@ class Fetcher:
             except (IntegrityError, FormatError) as exc:
                 damaged += 1
                 _log.warning("cached tree %s is damaged, fetching it again: %s", tree_id, exc)
-                self._cache.delete(ObjectKind.TREE, tree_id)
+                if self._cache_writable:
+                    self._cache.delete(ObjectKind.TREE, tree_id)
         return trees, damaged
 
     def _accept_trees(
@@ -823,6 +836,8 @@ class Fetcher:
 
     def _store(self, kind: ObjectKind, object_id: ChunkId | TreeId, data: bytes) -> None:
         """Cache a verified object; a cache that cannot take it costs a refetch, no more."""
+        if self._cache is None or not self._cache_writable:
+            return
         try:
             self._cache.put(kind, object_id, data)
         except CacheError as exc:

@@ -40,6 +40,7 @@ Must not: reorder entries, hold a whole file in memory, or know about FUSE.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -53,6 +54,7 @@ import pydantic
 import trio
 
 from boxfs.backoff import Backoff
+from boxfs.chunk_sender import groups_of, send_framed
 from boxfs.errors import leaf_exceptions
 from boxfs.journal import InFlightBatch, Journal, JournalEntry, JournalOp, StagedPut
 from boxfs.remote import Remote
@@ -69,9 +71,6 @@ from store.ops import Delete
 
 _log = logging.getLogger(__name__)
 
-# Plaintext bytes framed and uploaded per request group: bounds the frames in memory (one
-# group travelling, one being framed) well under the protocol's body limit.
-UPLOAD_GROUP_BYTES: Final = 16 * 1024 * 1024
 # A batch stops taking entries once its JSON would pass this estimate (the protocol allows
 # MAX_JSON_BODY_BYTES; one huge file alone may still need more than this).
 BATCH_BODY_BUDGET_BYTES: Final = 32 * 1024 * 1024
@@ -210,24 +209,6 @@ def _staged_bytes(journal: Journal, staging: Staging, namespace_id: NamespaceId)
         except StagedFileMissingError:
             continue  # reported (and dropped) when its turn comes
     return total
-
-
-def _groups(jobs: Sequence[_ChunkJob]) -> list[list[_ChunkJob]]:
-    groups: list[list[_ChunkJob]] = []
-    current: list[_ChunkJob] = []
-    current_bytes = 0
-    for job in jobs:
-        if current and (
-            current_bytes + job.length > UPLOAD_GROUP_BYTES
-            or len(current) >= protocol.MAX_IDS_PER_REQUEST
-        ):
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.append(job)
-        current_bytes += job.length
-    if current:
-        groups.append(current)
-    return groups
 
 
 def _jobs_for(
@@ -609,24 +590,16 @@ class Uploader:
             ids = list(dict.fromkeys(ref.chunk_id for f in files for ref in f.chunks))
             missing = set(await self.remote.missing_chunks(self.namespace_id, ids))
             self._reached_server()
-        groups = _groups(_jobs_for(files, missing))
-        if not groups:
-            return
-        send_channel, receive_channel = trio.open_memory_channel[list[tuple[ChunkId, bytes]]](1)
+        groups = groups_of(_jobs_for(files, missing), lambda job: job.length)
 
-        async def frame_all() -> None:
-            async with send_channel:
-                for group in groups:
-                    frames = await run_in_thread(self.limiter, _frame_group, self.staging, group)
-                    await send_channel.send(frames)
+        def sent(frame_bytes: int) -> None:
+            self._reached_server()
+            self._bytes_sent += frame_bytes
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(frame_all)
-            async with receive_channel:
-                async for frames in receive_channel:
-                    await self.remote.upload_chunks(self.namespace_id, frames)
-                    self._reached_server()
-                    self._bytes_sent += sum(len(frame) for _, frame in frames)
+        await send_framed(
+            self.remote, self.namespace_id, self.limiter, groups,
+            frame=functools.partial(_frame_group, self.staging), on_sent=sent,
+        )  # fmt: skip
 
     async def _finish(
         self, key: str, entries: list[JournalEntry], reply: protocol.OpsBatchResponse

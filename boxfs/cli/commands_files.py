@@ -24,15 +24,12 @@ import trio
 
 from boxfs.cli.drive import (
     ChunkUploader,
-    DriveOp,
-    DriveView,
     UploadStats,
-    apply_ops,
     base_for_put,
     deletes_below,
-    download_file,
     download_to,
     mkdir_op,
+    opened_drive,
     remember,
     remember_puts,
     same_leaf,
@@ -50,13 +47,14 @@ from boxfs.cli.output import (
     show_path,
 )
 from boxfs.cli.paths import RemoteTarget, child_path, local_name, not_found, parse_remote_path
+from boxfs.drive import Drive
 from boxfs.errors import UsageError
 from store import protocol
 from store.errors import ConflictError, NotFoundError
 from store.ids import ContentHash
 from store.merkle import MemoryTrees, build_tree, walk
 from store.objects import EntryKind, FileEntry
-from store.ops import Attrs, Delete, Mkdir, Move, Put
+from store.ops import Attrs, Delete, Mkdir, Move, Op, Put
 
 _KIND_FLAG: Final = {
     EntryKind.FILE: stat.S_IFREG,
@@ -80,8 +78,10 @@ def _long_line(entry: FileEntry, shown_name: str) -> str:
 async def cmd_ls(args: argparse.Namespace, ctx: Context) -> ExitCode:
     target = parse_remote_path(args.path)
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
         listed: list[tuple[FileEntry, str]]
         if target.path is None:
             listed = [(e, show_bytes(e.name)) for e in await view.tree(view.root)]
@@ -107,8 +107,10 @@ async def cmd_get(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if not to_stdout and not Path(args.local_path).absolute().parent.is_dir():
         raise NotFoundError("local folder", str(Path(args.local_path).parent))
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
         entry = await view.lookup(source.path)
         if entry is None:
             raise not_found(source.path)
@@ -121,7 +123,7 @@ async def cmd_get(args: argparse.Namespace, ctx: Context) -> ExitCode:
         with ctx.transfer(f"get {show_bytes(entry.name)}", entry.size) as transfer:
             if to_stdout:
                 out = sys.stdout.buffer
-                await download_file(view, entry, out.write, transfer, ctx.limiter)
+                await view.read(entry, out.write, transfer.advance)
                 await trio.to_thread.run_sync(out.flush)
                 remember(ctx.home, view, {bytes(source.path): entry.content_hash})
                 return ExitCode.OK
@@ -136,7 +138,7 @@ async def cmd_get(args: argparse.Namespace, ctx: Context) -> ExitCode:
 
 async def _get_folder(
     ctx: Context,
-    view: DriveView,
+    view: Drive,
     source: protocol.DrivePath,
     folder: FileEntry,
     destination: Path,
@@ -192,8 +194,10 @@ async def cmd_put(args: argparse.Namespace, ctx: Context) -> ExitCode:
         raise UsageError(f"{local}: put takes a regular file or a folder")
     name = local_name(local)
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
         if stat.S_ISDIR(info.st_mode):
             return await _put_tree(ctx, view=view, local=local, info=info, name=name, target=target)
         return await _put_file(ctx, view=view, local=local, info=info, name=name, target=target)
@@ -202,7 +206,7 @@ async def cmd_put(args: argparse.Namespace, ctx: Context) -> ExitCode:
 async def _put_file(
     ctx: Context,
     *,
-    view: DriveView,
+    view: Drive,
     local: Path,
     info: os.stat_result,
     name: bytes,
@@ -228,7 +232,7 @@ async def _put_file(
     base = base_for_put(seen, existing)
     changes: list[Put | Mkdir] = [mkdir_op(parent) for parent in parents]
     changes.append(Put(destination, entry, base))
-    results = await apply_ops(view, changes)
+    results = await view.apply(changes)
     remember_puts(ctx.home, view, changes, results)
     ctx.result(describe_result(results[-1]))
     for result in results[:-1]:  # a parent folder that could not be made
@@ -257,7 +261,7 @@ def _tree_size(local: Path) -> int:
 async def _put_tree(
     ctx: Context,
     *,
-    view: DriveView,
+    view: Drive,
     local: Path,
     info: os.stat_result,
     name: bytes,
@@ -307,7 +311,7 @@ async def _put_tree(
             continue
         base = base_for_put(seen.get(bytes(path)), there)
         changes.append(Put(path, entry, base))
-    results = await apply_ops(view, changes) if changes else []
+    results = await view.apply(changes) if changes else []
     remember_puts(ctx.home, view, changes, results, also=kept)
     for result in results:
         if result.status != "applied":
@@ -338,8 +342,10 @@ def _report(ctx: Context, results: Sequence[protocol.OpResult]) -> ExitCode:
 async def cmd_mkdir(args: argparse.Namespace, ctx: Context) -> ExitCode:
     paths = [_named_path(text, "mkdir") for text in args.paths]
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
         wanted: dict[protocol.DrivePath, None] = {}
         for path in paths:
             entry = await view.lookup(path)
@@ -351,7 +357,7 @@ async def cmd_mkdir(args: argparse.Namespace, ctx: Context) -> ExitCode:
             if missing and not args.parents:
                 raise NotFoundError("drive folder", show_path(missing[-1]))
             wanted.update((folder, None) for folder in [*missing, path])
-        results = await apply_ops(view, [mkdir_op(path) for path in wanted])
+        results = await view.apply([mkdir_op(path) for path in wanted])
     for path in wanted:
         ctx.say(f"made {show_path(path)}")
     return _report(ctx, results)
@@ -361,8 +367,10 @@ async def cmd_mv(args: argparse.Namespace, ctx: Context) -> ExitCode:
     source = _named_path(args.source, "mv")
     target = parse_remote_path(args.destination)
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
         if await view.lookup(source) is None:
             raise not_found(source)
         destination = target.path
@@ -377,7 +385,7 @@ async def cmd_mv(args: argparse.Namespace, ctx: Context) -> ExitCode:
             raise NotFoundError("drive folder", show_path(missing[-1]))
         if destination.is_within(source):
             raise UsageError(f"cannot move {show_path(source)} into itself")
-        results = await apply_ops(view, [Move(source, destination)])
+        results = await view.apply([Move(source, destination)])
     code = _report(ctx, results)
     if code is ExitCode.OK:
         ctx.say(f"moved {show_path(source)} -> {show_path(destination)}")
@@ -387,9 +395,11 @@ async def cmd_mv(args: argparse.Namespace, ctx: Context) -> ExitCode:
 async def cmd_rm(args: argparse.Namespace, ctx: Context) -> ExitCode:
     paths = [_named_path(text, "rm") for text in args.paths]
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
-        deletes: list[DriveOp] = []
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
+        deletes: list[Op] = []
         for path in paths:
             entry = await view.lookup(path)
             if entry is None:
@@ -400,7 +410,7 @@ async def cmd_rm(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 assert entry.tree_id is not None
                 deletes.extend(deletes_below(path, await view.subtree(entry.tree_id)))
             deletes.append(Delete(path, entry.content_hash))
-        results = await apply_ops(view, deletes)
+        results = await view.apply(deletes)
     code = _report(ctx, results)
     removed = sum(result.status == "applied" for result in results)
     ctx.say(f"removed {count(removed, 'entry')}")

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from boxfs.cli.drive import DriveView, all_versions, new_key, session_remote
+from boxfs.cli.drive import opened_drive, session_remote
 from boxfs.cli.exit_codes import ExitCode, exit_for_results
 from boxfs.cli.output import Context, describe_result, format_time_ns, show_path
 from boxfs.cli.paths import not_found, parse_remote_path
+from boxfs.drive import new_key
 from boxfs.errors import NoSuchVersionError, UsageError
 from store import protocol
 
@@ -40,9 +41,11 @@ async def cmd_versions(args: argparse.Namespace, ctx: Context) -> ExitCode:
     if target.path is None:
         raise UsageError("versions needs a path on the drive; the root has no versions")
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
-        versions = await all_versions(view, target.path)
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
+        versions = await view.versions(target.path)
     if not versions:
         raise not_found(target.path)
     rows = [
@@ -147,9 +150,11 @@ async def cmd_restore(args: argparse.Namespace, ctx: Context) -> ExitCode:
         raise UsageError("restore needs a path on the drive (a file or a folder)")
     when = parse_when(args.at)
     session = ctx.home.load_session()
-    async with session_remote(session) as remote:
-        view = await DriveView.open(remote, ctx.limiter)
-        versions = await all_versions(view, target.path)
+    async with (
+        session_remote(session) as remote,
+        opened_drive(ctx.home, remote, ctx.limiter) as view,
+    ):
+        versions = await view.versions(target.path)
         if not versions:
             raise not_found(target.path)
         chosen = pick_version(versions, when, args.at, show_path(target.path))

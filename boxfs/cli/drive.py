@@ -1,11 +1,11 @@
-"""The drive at its head, read and changed through the server, without a mount.
+"""What the CLI's file commands need beside the headless drive (``boxfs.drive``).
 
-``DriveView`` reads the home namespace as its head commit shows it (trees fetched by id in
-batches, verified against their ids, kept for the life of the command); ``download_file``
-and ``download_to`` fetch a file's chunks and verify every frame and the whole content
-before anything lands in place; ``ChunkUploader`` and ``scan_file`` send only the chunks
-the server lacks as local files are chunked; ``apply_ops`` sends ops in batches within the
-protocol's bounds, resending a batch whose reply was lost under the same idempotency key.
+``opened_drive`` opens the home namespace at its head through ``boxfs.drive.Drive``
+(reading from the mount's object cache, opened read-only, when the home has one; taking
+no lock, so a mount may run meanwhile); ``download_to`` lands a file's verified content in
+place only once every byte is checked and fsynced; ``ChunkUploader`` and ``scan_file``
+send only the chunks the server lacks as local files are chunked; ``mkdir_op`` and
+``deletes_below`` build the ``store.ops`` operations the commands hand to ``Drive.apply``.
 
 ``put`` never silently replaces an edit made elsewhere: its ``base`` (``base_for_put``) is
 the content this device last saw at the path (recorded by ``get`` and ``put`` in the home's
@@ -16,51 +16,49 @@ merges or writes a conflicted copy otherwise.
 Network calls go through ``boxfs.remote.Remote`` inside the command's one ``trio.run``.
 Chunking, hashing, zstd and big file writes run in worker threads
 (``trio.to_thread.run_sync``): the scan of local files in a thread of its own that feeds a
-bounded channel, frame encoding and decoding through the ``CapacityLimiter`` the command
-passes (sized to the CPUs). It must not print (it only advances the progress bar it is
-given; the commands print what it returns), parse arguments, or import ``server`` or
-pyfuse3. Called by the commands, from the trio thread.
+bounded channel, frame encoding through the ``CapacityLimiter`` the command passes (sized
+to the CPUs). It must not print (it only advances the progress bar it is given; the
+commands print what it returns), parse arguments, or import ``server`` or pyfuse3. Called
+by the commands, from the trio thread.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
-import secrets
 import stat
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final, TypeAlias, TypeVar, cast
+from typing import BinaryIO, Final, TypeVar
 
-import blake3
 import trio
 
-from boxfs.backoff import Backoff
-from boxfs.cli.output import Transfer, show_path
+from boxfs.chunk_sender import groups_of, send_framed
+from boxfs.cli.output import Transfer
+from boxfs.drive import Drive, open_drive
 from boxfs.errors import UsageError
 from boxfs.home import Home, Session
 from boxfs.remote import Remote
 from store import ops, protocol
+from store.cache import ObjectCache
 from store.chunking import ChunkStream
-from store.errors import ConflictError, FormatError, IntegrityError, TransientError
-from store.frames import decode_frame, encode_frame
-from store.ids import ChunkId, ContentHash, NamespaceId, TreeId
-from store.merkle import EMPTY_TREE_ID
+from store.errors import FormatError, NotFoundError, StoreError
+from store.frames import encode_frame
+from store.ids import ChunkId, ContentHash, NamespaceId
 from store.objects import (
-    EMPTY_TREE,
     MAX_FILE_BYTES,
     ChunkRef,
     EntryKind,
     FileEntry,
-    Tree,
-    decode_commit,
-    decode_tree,
 )
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 
 def session_remote(session: Session) -> Remote:
@@ -68,155 +66,34 @@ def session_remote(session: Session) -> Remote:
     return Remote(session.server_url, session.token)
 
 
-class DriveView:
-    """The user's home drive as its head commit shows it, read through the server. Trees
-    are fetched in batches, verified against their ids in a worker thread, and kept for the
-    life of the command."""
-
-    def __init__(
-        self,
-        remote: Remote,
-        namespace_id: NamespaceId,
-        root: TreeId,
-        limiter: trio.CapacityLimiter,
-    ) -> None:
-        self.remote = remote
-        self.namespace_id = namespace_id
-        self.root = root
-        self._limiter = limiter
-        self._trees: dict[TreeId, Tree] = {EMPTY_TREE_ID: EMPTY_TREE}
-
-    @classmethod
-    async def open(cls, remote: Remote, limiter: trio.CapacityLimiter) -> DriveView:
-        info = await remote.home()
-        root = EMPTY_TREE_ID
-        if info.head is not None:
-            data = (await remote.commits(info.namespace_id, [info.head])).get(info.head)
-            if data is None:
-                raise IntegrityError(
-                    info.head.hex(), "nothing (the server sent no commit)", "commit"
-                )
-            commit = await trio.to_thread.run_sync(decode_commit, data, info.head, limiter=limiter)
-            root = commit.root
-        return cls(remote, info.namespace_id, root, limiter)
-
-    async def load(self, ids: Sequence[TreeId]) -> dict[TreeId, Tree]:
-        wanted = list(dict.fromkeys(tree_id for tree_id in ids if tree_id not in self._trees))
-        if wanted:
-            found = await self.remote.trees(self.namespace_id, wanted)
-            for tree_id in wanted:
-                data = found.get(tree_id)
-                if data is None:
-                    raise IntegrityError(tree_id.hex(), "nothing (the server sent no tree)", "tree")
-                self._trees[tree_id] = await trio.to_thread.run_sync(
-                    decode_tree, data, tree_id, limiter=self._limiter
-                )
-        return {tree_id: self._trees[tree_id] for tree_id in ids}
-
-    async def tree(self, tree_id: TreeId) -> Tree:
-        return (await self.load([tree_id]))[tree_id]
-
-    async def lookup(self, path: protocol.DrivePath) -> FileEntry | None:
-        """The entry at ``path``, or ``None`` if it (or a folder on the way) is missing."""
-        tree = await self.tree(self.root)
-        for name in path.components[:-1]:
-            entry = tree.get(name)
-            if entry is None or entry.kind is not EntryKind.DIR:
-                return None
-            assert entry.tree_id is not None
-            tree = await self.tree(entry.tree_id)
-        return tree.get(path.name)
-
-    async def missing_parents(self, path: protocol.DrivePath) -> list[protocol.DrivePath]:
-        """The folders above ``path`` that do not exist yet, outermost first;
-        ``ConflictError`` if one of them is something else than a folder."""
-        missing: list[protocol.DrivePath] = []
-        for depth in range(1, len(path.components)):
-            parent = protocol.DrivePath(path.components[:depth])
-            entry = None if missing else await self.lookup(parent)
-            if entry is None:
-                missing.append(parent)
-            elif entry.kind is not EntryKind.DIR:
-                raise ConflictError(show_path(parent), "is not a folder on the drive")
-        return missing
-
-    async def subtree(self, tree_id: TreeId) -> dict[bytes, FileEntry]:
-        """Every entry below a folder, by path relative to it; one request per level."""
-        found: dict[bytes, FileEntry] = {}
-        level: list[tuple[bytes, TreeId]] = [(b"", tree_id)]
-        while level:
-            trees = await self.load([tree_id for _, tree_id in level])
-            next_level: list[tuple[bytes, TreeId]] = []
-            for prefix, level_id in level:
-                for entry in trees[level_id]:
-                    path = prefix + b"/" + entry.name if prefix else entry.name
-                    found[path] = entry
-                    if entry.kind is EntryKind.DIR:
-                        assert entry.tree_id is not None
-                        next_level.append((path, entry.tree_id))
-            level = next_level
-        return found
+@asynccontextmanager
+async def opened_drive(
+    home: Home, remote: Remote, limiter: trio.CapacityLimiter
+) -> AsyncIterator[Drive]:
+    """The home namespace at its head; objects the home's cache holds are read from it
+    (read-only: a mount may own it), the rest are fetched."""
+    cache: ObjectCache | None = None
+    try:
+        cache = await trio.to_thread.run_sync(
+            lambda: ObjectCache.open(home.cache_dir, readonly=True)
+        )
+    except NotFoundError:
+        cache = None  # no mount has run here yet
+    except StoreError as exc:
+        _log.warning("not using the object cache of %s: %s", home, exc)
+    try:
+        async with open_drive(remote, limiter, cache) as drive:
+            yield drive
+    finally:
+        if cache is not None:
+            cache.close()
 
 
 # --- downloads --------------------------------------------------------------------------------
 
-_DOWNLOAD_QUEUE_RECORDS: Final = 4
-
-
-async def download_file(
-    view: DriveView,
-    entry: FileEntry,
-    sink: Callable[[bytes], object],
-    transfer: Transfer,
-    limiter: trio.CapacityLimiter,
-) -> None:
-    """Fetch ``entry``'s chunks in order, verify each frame against its id and the whole
-    content against ``content_hash``, handing verified plaintext to ``sink`` (called in a
-    worker thread, one call at a time). ``IntegrityError`` on any mismatch."""
-    assert entry.content_hash is not None
-    hasher = blake3.blake3()
-    ids = [ref.chunk_id for ref in entry.chunks]
-    send, receive = trio.open_memory_channel[protocol.Record[ChunkId]](_DOWNLOAD_QUEUE_RECORDS)
-
-    async def fetch() -> None:
-        async with send:
-            stream = cast(
-                "AsyncGenerator[protocol.Record[ChunkId], None]",
-                view.remote.download_chunks(view.namespace_id, ids),
-            )
-            async with contextlib.aclosing(stream) as records:
-                async for record in records:
-                    await send.send(record)
-
-    def take(record: protocol.Record[ChunkId], ref: ChunkRef) -> None:
-        if record.object_id != ref.chunk_id or record.payload is None:
-            got = "nothing" if record.payload is None else record.object_id.hex()
-            raise IntegrityError(ref.chunk_id.hex(), f"{got} (the server did not send it)")
-        data = decode_frame(record.payload, ref.chunk_id)
-        if len(data) != ref.length:
-            raise IntegrityError(ref.chunk_id.hex(), f"{len(data)} bytes, not {ref.length}")
-        hasher.update(data)
-        sink(data)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(fetch)
-        async with receive:
-            for ref in entry.chunks:
-                try:
-                    record = await receive.receive()
-                except trio.EndOfChannel:
-                    raise IntegrityError(
-                        ref.chunk_id.hex(), "nothing (the download ended early)"
-                    ) from None
-                await trio.to_thread.run_sync(take, record, ref, limiter=limiter)
-                transfer.advance(ref.length)
-    actual = ContentHash(hasher.digest())
-    if actual != entry.content_hash:
-        raise IntegrityError(entry.content_hash.hex(), actual.hex(), "file")
-
 
 async def download_to(
-    view: DriveView,
+    view: Drive,
     entry: FileEntry,
     destination: Path,
     transfer: Transfer,
@@ -230,7 +107,7 @@ async def download_to(
     temp = Path(temp_name)
     try:
         with open(fd, "wb") as stream:
-            await download_file(view, entry, stream.write, transfer, limiter)
+            await view.read(entry, stream.write, transfer.advance)
 
             def finish(stream: BinaryIO) -> None:
                 stream.flush()
@@ -336,25 +213,15 @@ class ChunkUploader:
             await self._remote.missing_chunks(self._namespace_id, [cid for cid, _ in pending])
         )
         to_send = [(chunk_id, data) for chunk_id, data in pending if chunk_id in missing]
-        if not to_send:
-            return
-        frames: list[bytes] = [b""] * len(to_send)
-
-        async def encode(index: int, data: bytes) -> None:
-            frames[index] = await trio.to_thread.run_sync(encode_frame, data, limiter=self._limiter)
-
-        async with trio.open_nursery() as nursery:
-            for index, (_, data) in enumerate(to_send):
-                nursery.start_soon(encode, index, data)
-        ids = [chunk_id for chunk_id, _ in to_send]
-        stored = await self._remote.upload_chunks(
-            self._namespace_id, list(zip(ids, frames, strict=True))
+        groups = groups_of(to_send, lambda item: len(item[1]))
+        self.stats.sent_bytes += await send_framed(
+            self._remote, self._namespace_id, self._limiter, groups, frame=_frame_all
         )
-        if set(stored) != set(ids):
-            lost = next(chunk_id for chunk_id in ids if chunk_id not in set(stored))
-            raise protocol.ProtocolError(f"the server did not store chunk {lost.hex()}")
-        self.stats.new_chunks += len(ids)
-        self.stats.sent_bytes += sum(len(frame) for frame in frames)
+        self.stats.new_chunks += len(to_send)
+
+
+def _frame_all(chunks: list[tuple[ChunkId, bytes]]) -> list[tuple[ChunkId, bytes]]:
+    return [(chunk_id, encode_frame(data)) for chunk_id, data in chunks]
 
 
 def scan_file(local: Path, name: bytes, on_chunk: OnChunk) -> FileEntry:
@@ -410,62 +277,6 @@ def _xattrs_of(fd: int) -> tuple[tuple[bytes, bytes], ...]:
 # --- ops --------------------------------------------------------------------------------------
 
 
-def new_key() -> str:
-    """A fresh idempotency key for one batch of ops (or one restore)."""
-    return secrets.token_urlsafe(24)  # 32 characters of [A-Za-z0-9_-]
-
-
-_APPLY_ATTEMPTS: Final = 3
-_MAX_RETRY_WAIT_S: Final = 10.0
-# Bounds of one ops batch besides the op count: its chunk references (the JSON body).
-_MAX_REFS_PER_BATCH: Final = 200_000
-
-
-DriveOp: TypeAlias = ops.Put | ops.Mkdir | ops.Move | ops.Delete
-
-
-async def apply_ops(view: DriveView, changes: Sequence[DriveOp]) -> list[protocol.OpResult]:
-    """Apply ops in batches within the protocol's bounds (in order: folders before what
-    they hold). A batch whose reply was lost is resent with the same idempotency key, so it
-    applies once."""
-    results: list[protocol.OpResult] = []
-    for batch in _batches(changes):
-        key = new_key()
-        request = protocol.OpsBatch(
-            idempotency_key=key, ops=tuple(protocol.op_to_wire(op) for op in batch)
-        )
-        backoff = Backoff(1.0, _MAX_RETRY_WAIT_S)
-        for attempt in range(1, _APPLY_ATTEMPTS + 1):
-            try:
-                reply = await view.remote.apply_ops(view.namespace_id, request)
-                break
-            except TransientError as exc:
-                if attempt == _APPLY_ATTEMPTS:
-                    raise
-                wait_s = backoff.next_delay_s()
-                if isinstance(exc, protocol.RateLimitedError) and exc.retry_after_s:
-                    wait_s = min(exc.retry_after_s, _MAX_RETRY_WAIT_S)
-                await trio.sleep(wait_s)
-        results.extend(reply.results)
-    return results
-
-
-def _batches(changes: Sequence[DriveOp]) -> Iterator[list[DriveOp]]:
-    batch: list[DriveOp] = []
-    refs = 0
-    for op in changes:
-        op_refs = len(op.entry.chunks) if isinstance(op, ops.Put) else 0
-        if batch and (
-            len(batch) >= protocol.MAX_OPS_PER_BATCH or refs + op_refs > _MAX_REFS_PER_BATCH
-        ):
-            yield batch
-            batch, refs = [], 0
-        batch.append(op)
-        refs += op_refs
-    if batch:
-        yield batch
-
-
 def mkdir_op(path: protocol.DrivePath, info: os.stat_result | None = None) -> ops.Mkdir:
     """A mkdir with a local folder's attributes, or this user's and the time now."""
     if info is None:
@@ -509,7 +320,7 @@ def base_for_put(seen: ContentHash | None, existing: FileEntry | None) -> Conten
     return seen if seen is not None else existing.content_hash
 
 
-def remember(home: Home, view: DriveView, seen: dict[bytes, ContentHash | None]) -> None:
+def remember(home: Home, view: Drive, seen: dict[bytes, ContentHash | None]) -> None:
     """Record the content seen at each path (``get``, an unchanged ``put``) in the home."""
     home.bases.record(
         view.namespace_id, {path: hash_ for path, hash_ in seen.items() if hash_ is not None}
@@ -518,7 +329,7 @@ def remember(home: Home, view: DriveView, seen: dict[bytes, ContentHash | None])
 
 def remember_puts(
     home: Home,
-    view: DriveView,
+    view: Drive,
     changes: Sequence[ops.Put | ops.Mkdir],
     results: Sequence[protocol.OpResult],
     also: dict[bytes, ContentHash | None] | None = None,
@@ -541,21 +352,3 @@ def same_leaf(existing: FileEntry, local: FileEntry) -> bool:
         and existing.target == local.target
         and existing.mode == local.mode
     )
-
-
-# --- history ----------------------------------------------------------------------------------
-
-
-async def all_versions(view: DriveView, path: protocol.DrivePath) -> list[protocol.FileVersion]:
-    """Every version of ``path``, newest first, page by page."""
-    versions: list[protocol.FileVersion] = []
-    cursor: str | None = None
-    while True:
-        page = await view.remote.versions(
-            view.namespace_id,
-            protocol.VersionsRequest(path=path, cursor=cursor, limit=protocol.MAX_PAGE_SIZE),
-        )
-        versions.extend(page.versions)
-        if page.next_cursor is None:
-            return versions
-        cursor = page.next_cursor

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from boxfs import uploader
+from boxfs.chunk_sender import UPLOAD_GROUP_BYTES, groups_of
 from boxfs.journal import StagedPut
 from boxfs.staging import Staging
 from store import protocol
@@ -59,10 +60,10 @@ def test_missing_chunks_are_framed_once_in_bounded_groups(tmp_path: Path) -> Non
     missing = {ref.chunk_id for scanned in files for ref in scanned.chunks}
     jobs = uploader._jobs_for(files, missing)
     assert len(jobs) == len(missing)  # the copy adds no job
-    groups = uploader._groups(jobs)
+    groups = groups_of(jobs, lambda job: job.length)
     assert len(groups) > 1
     for group in groups:
-        assert sum(job.length for job in group) <= uploader.UPLOAD_GROUP_BYTES or len(group) == 1
+        assert sum(job.length for job in group) <= UPLOAD_GROUP_BYTES or len(group) == 1
     framed: dict[ChunkId, bytes] = {}
     for group in groups:
         for chunk_id, frame in uploader._frame_group(staging, group):

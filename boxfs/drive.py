@@ -1,0 +1,249 @@
+"""The headless drive: one namespace at its head, read and changed without a kernel.
+
+``Drive`` is what the CLI's commands use where the mount would use the view: trees and
+file content come through the mount's own ``Fetcher`` (verified against their ids, served
+from the object cache when the caller passes one, batched, with sequential prefetch),
+and changes go to the server as ``store.ops`` operations in batches (``apply``) within
+the protocol's bounds, each batch resent under the same idempotency key when its reply was
+lost, so it applies once. ``open_drive`` reads the head, starts the fetcher's background
+task and stops it again when the block ends.
+
+It holds no lock of the device home: a mount of the same home may run meanwhile (the CLI
+passes the mount's cache opened read-only, or none). Trees stay in the fetcher's memory
+cache for the life of the drive; file content is handed over piece by piece
+(``READ_PIECE_BYTES``), never held whole.
+
+Must not: print, parse arguments, import pyfuse3 or ``boxfs.cli``, or block the loop
+(verification and the caller's sink run in worker threads through the ``limiter``). Who
+calls it: the CLI's commands, inside their one ``trio.run``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Final
+
+import blake3
+import trio
+
+from boxfs.backoff import Backoff
+from boxfs.fetcher import Fetcher
+from boxfs.remote import Remote
+from store import ops, protocol
+from store.cache import ObjectCache
+from store.errors import ConflictError, IntegrityError, TransientError
+from store.ids import ContentHash, NamespaceId, TreeId
+from store.merkle import EMPTY_TREE_ID
+from store.objects import EntryKind, FileEntry, Tree, decode_commit
+from store.paths import DrivePath
+
+READ_PIECE_BYTES: Final = 8 * 1024 * 1024
+"""A file is read and handed to the sink this much at a time."""
+
+# Sequential reads of whole files: prefetch further ahead than a mount does for the
+# kernel's reads, in bigger batches on fewer connections (each batch is a request the
+# loop and the server both pay for), and keep what is prefetched in memory: there may be
+# no cache to hold it. Prefetch stays under half of that memory (the fetcher's rule).
+_PREFETCH_CHUNKS: Final = 32
+_RECENT_PLAINTEXT_BYTES: Final = 64 * 1024 * 1024
+_BATCH_CHUNKS: Final = 32
+_CONCURRENT_BATCHES: Final = 2
+
+_APPLY_ATTEMPTS: Final = 3
+_MAX_RETRY_WAIT_S: Final = 10.0
+# Bounds of one ops batch besides the op count: its chunk references (the JSON body).
+_MAX_REFS_PER_BATCH: Final = 200_000
+
+
+def new_key() -> str:
+    """A fresh idempotency key for one batch of ops (or one restore)."""
+    return secrets.token_urlsafe(24)  # 32 characters of [A-Za-z0-9_-]
+
+
+class Drive:
+    """The user's home namespace as its head commit shows it: see the module docstring."""
+
+    def __init__(
+        self,
+        remote: Remote,
+        namespace_id: NamespaceId,
+        root: TreeId,
+        fetcher: Fetcher,
+        limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.remote = remote
+        self.namespace_id = namespace_id
+        self.root = root
+        self._fetcher = fetcher
+        self._limiter = limiter
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def load(self, ids: Sequence[TreeId]) -> dict[TreeId, Tree]:
+        """Trees by id, verified; those not cached come in one request."""
+        return await self._fetcher.trees(ids)
+
+    async def tree(self, tree_id: TreeId) -> Tree:
+        return await self._fetcher.tree(tree_id)
+
+    async def lookup(self, path: DrivePath) -> FileEntry | None:
+        """The entry at ``path``, or ``None`` if it (or a folder on the way) is missing."""
+        tree = await self.tree(self.root)
+        for name in path.components[:-1]:
+            entry = tree.get(name)
+            if entry is None or entry.kind is not EntryKind.DIR:
+                return None
+            assert entry.tree_id is not None
+            tree = await self.tree(entry.tree_id)
+        return tree.get(path.name)
+
+    async def missing_parents(self, path: DrivePath) -> list[DrivePath]:
+        """The folders above ``path`` that do not exist yet, outermost first;
+        ``ConflictError`` if one of them is something else than a folder."""
+        missing: list[DrivePath] = []
+        for depth in range(1, len(path.components)):
+            parent = DrivePath(path.components[:depth])
+            entry = None if missing else await self.lookup(parent)
+            if entry is None:
+                missing.append(parent)
+            elif entry.kind is not EntryKind.DIR:
+                shown = bytes(parent).decode("utf-8", "backslashreplace")
+                raise ConflictError(shown, "is not a folder on the drive")
+        return missing
+
+    async def subtree(self, tree_id: TreeId) -> dict[bytes, FileEntry]:
+        """Every entry below a folder, by path relative to it; one request per level."""
+        found: dict[bytes, FileEntry] = {}
+        level: list[tuple[bytes, TreeId]] = [(b"", tree_id)]
+        while level:
+            trees = await self.load([tree_id for _, tree_id in level])
+            next_level: list[tuple[bytes, TreeId]] = []
+            for prefix, level_id in level:
+                for entry in trees[level_id]:
+                    path = prefix + b"/" + entry.name if prefix else entry.name
+                    found[path] = entry
+                    if entry.kind is EntryKind.DIR:
+                        assert entry.tree_id is not None
+                        next_level.append((path, entry.tree_id))
+            level = next_level
+        return found
+
+    async def read(
+        self,
+        entry: FileEntry,
+        sink: Callable[[bytes], object],
+        progress: Callable[[int], None] = lambda _: None,
+    ) -> None:
+        """Hand ``entry``'s content to ``sink`` in order, piece by piece (called in a worker
+        thread, one call at a time), every chunk verified against its id by the fetcher
+        and the whole content against ``content_hash``; ``progress`` gets each piece's
+        size. ``IntegrityError`` on any mismatch, raised before the last piece is handed
+        over, so a caller that renames only on success never shows damaged content."""
+        expected = entry.content_hash
+        assert expected is not None
+        hasher = blake3.blake3()
+
+        def check(last: bool) -> None:
+            if last and (actual := ContentHash(hasher.digest())) != expected:
+                raise IntegrityError(expected.hex(), actual.hex(), "file")
+
+        def take(piece: bytes, last: bool) -> None:
+            hasher.update(piece)
+            check(last)
+            sink(piece)
+
+        offset = 0
+        while offset < entry.size:
+            piece = await self._fetcher.read(entry, offset, READ_PIECE_BYTES)
+            if not piece:
+                raise IntegrityError(expected.hex(), f"{offset} of {entry.size} bytes", "file")
+            offset += len(piece)
+            await trio.to_thread.run_sync(take, piece, offset >= entry.size, limiter=self._limiter)
+            progress(len(piece))
+        if entry.size == 0:
+            check(last=True)
+
+    async def versions(self, path: DrivePath) -> list[protocol.FileVersion]:
+        """Every version of ``path``, newest first, page by page."""
+        versions: list[protocol.FileVersion] = []
+        cursor: str | None = None
+        while True:
+            page = await self.remote.versions(
+                self.namespace_id,
+                protocol.VersionsRequest(path=path, cursor=cursor, limit=protocol.MAX_PAGE_SIZE),
+            )
+            versions.extend(page.versions)
+            if page.next_cursor is None:
+                return versions
+            cursor = page.next_cursor
+
+    # --- changing -------------------------------------------------------------------------
+
+    async def apply(self, changes: Sequence[ops.Op]) -> list[protocol.OpResult]:
+        """Apply ``changes`` in batches within the protocol's bounds, in order (folders
+        before what they hold). A batch whose reply was lost is resent with the same
+        idempotency key, so it applies once."""
+        results: list[protocol.OpResult] = []
+        for batch in _batches(changes):
+            request = protocol.OpsBatch(
+                idempotency_key=new_key(), ops=tuple(protocol.op_to_wire(op) for op in batch)
+            )
+            backoff = Backoff(1.0, _MAX_RETRY_WAIT_S)
+            for attempt in range(1, _APPLY_ATTEMPTS + 1):
+                try:
+                    reply = await self.remote.apply_ops(self.namespace_id, request)
+                    break
+                except TransientError as exc:
+                    if attempt == _APPLY_ATTEMPTS:
+                        raise
+                    wait_s = backoff.next_delay_s()
+                    if isinstance(exc, protocol.RateLimitedError) and exc.retry_after_s:
+                        wait_s = min(exc.retry_after_s, _MAX_RETRY_WAIT_S)
+                    await trio.sleep(wait_s)
+            results.extend(reply.results)
+        return results
+
+
+def _batches(changes: Sequence[ops.Op]) -> Iterator[list[ops.Op]]:
+    batch: list[ops.Op] = []
+    refs = 0
+    for op in changes:
+        op_refs = len(op.entry.chunks) if isinstance(op, ops.Put) else 0
+        if batch and (
+            len(batch) >= protocol.MAX_OPS_PER_BATCH or refs + op_refs > _MAX_REFS_PER_BATCH
+        ):
+            yield batch
+            batch, refs = [], 0
+        batch.append(op)
+        refs += op_refs
+    if batch:
+        yield batch
+
+
+@asynccontextmanager
+async def open_drive(
+    remote: Remote, limiter: trio.CapacityLimiter, cache: ObjectCache | None = None
+) -> AsyncIterator[Drive]:
+    """The home namespace at its head, with a fetcher running until the block ends.
+    ``cache``: an object cache to read from (a mount's, opened read-only) or write to."""
+    info = await remote.home()
+    root = EMPTY_TREE_ID
+    if info.head is not None:
+        data = (await remote.commits(info.namespace_id, [info.head])).get(info.head)
+        if data is None:
+            raise IntegrityError(info.head.hex(), "nothing (the server sent no commit)", "commit")
+        commit = await trio.to_thread.run_sync(decode_commit, data, info.head, limiter=limiter)
+        root = commit.root
+    fetcher = Fetcher(
+        remote, info.namespace_id, cache, limiter,
+        prefetch_chunks=_PREFETCH_CHUNKS, recent_plaintext_bytes=_RECENT_PLAINTEXT_BYTES,
+        max_batch_chunks=_BATCH_CHUNKS, max_concurrent_batches=_CONCURRENT_BATCHES,
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fetcher.run)
+        try:
+            yield Drive(remote, info.namespace_id, root, fetcher, limiter)
+        finally:
+            nursery.cancel_scope.cancel()
