@@ -66,7 +66,7 @@ from boxfs.remote import Remote
 from boxfs.stage_pool import StagePool
 from boxfs.staging import Staging
 from boxfs.uploader import Uploader
-from boxfs.view import FileSystemModel
+from boxfs.view import FileSystemModel, NamespacePorts
 from boxfs.view.syncer import Syncer
 from store import protocol
 from store.cache import ObjectCache
@@ -395,12 +395,11 @@ async def _build_drive(
     uploader = Uploader(journal, staging, remote, namespace_id, limiter)
     stage_pool = StagePool(staging, limiter)
     model = FileSystemModel(
-        namespace_id=namespace_id,
-        remote=remote,
-        fetcher=fetcher,
+        home=NamespacePorts(
+            namespace_id=namespace_id, remote=remote, fetcher=fetcher, uploader=uploader
+        ),
         journal=journal,
         staging=staging,
-        uploader=uploader,
         limiter=limiter,
         uid=os.getuid(),
         gid=os.getgid(),

@@ -1,6 +1,7 @@
 """The mount's view of the drive, kernel-free (``boxfs.view.model``)."""
 
 from boxfs.view.model import FileSystemModel
+from boxfs.view.namespaces import NamespacePorts
 from boxfs.view.nodes import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
@@ -23,6 +24,7 @@ __all__ = [
     "FileSystemModel",
     "FsError",
     "Invalidation",
+    "NamespacePorts",
     "StatFs",
     "SyncError",
     "version_names",

@@ -1,12 +1,17 @@
 """The view's base layer: the inode table, listings, the model lock, the journal append.
 
-Owns the namespace root and ``/.versions`` nodes, the table of inodes the kernel knows
-(numbers handed out on first lookup, never reused; ``lookup``/``forget`` counts; a
-forgotten, unchanged directory drops its listing so memory follows what the kernel holds),
-directory listings fetched lazily through the ``Fetcher``, the lock every metadata change
+Owns the namespace shown (``namespaces.Namespace``: its root, head and held-back names,
+and the ports it is wired to; the view keeps one per namespace id, the seam where a view
+of several namespaces mounted at paths will hold one for each), the ``/.versions`` node
+(the home namespace's history), the table of inodes the kernel knows (numbers handed out
+on first lookup, never reused; ``lookup``/``forget`` counts; a forgotten, unchanged
+directory drops its listing so memory follows what the kernel holds), directory listings
+fetched lazily through their namespace's ``Fetcher``, the lock every metadata change
 holds (``_change``: checks, journal append, overlay update; a listing that must be fetched
 is fetched with the lock free, see ``docs/concurrency.md``), and the queue of kernel
-invalidations the notifier drains.
+invalidations the notifier drains. A node's path (``_path``) is the path inside its own
+namespace, and ``_append`` journals for the namespace it is given and nudges that one's
+uploader.
 
 Must not: talk to the server except through the ``Fetcher`` and ``Remote.log``
 (``.versions``), block the loop (SQLite and staged-file I/O go through ``_thread``), or
@@ -26,6 +31,7 @@ from boxfs.journal import BasedOnPut, JournalError, JournalOp
 from boxfs.stage_pool import StagePool
 from boxfs.staging import MemoryBudget, StagedFile, Staging
 from boxfs.threads import run_in_thread
+from boxfs.view.namespaces import Namespace, NamespacePorts
 from boxfs.view.nodes import (
     DIR_SIZE,
     ROOT_INODE,
@@ -43,11 +49,11 @@ from boxfs.view.nodes import (
     failed,
     now_ns,
 )
-from boxfs.view.ports import Content, History, PendingWork, UploadSignal
+from boxfs.view.ports import PendingWork
 from boxfs.view.versions import version_names
 from store import protocol
 from store.errors import FormatError, StoreError
-from store.ids import CommitId, NamespaceId, TreeId
+from store.ids import NamespaceId, TreeId
 from store.objects import EMPTY_TREE, EntryKind, FileEntry, Tree
 from store.ops import Attrs, Delete
 from store.protocol import DrivePath
@@ -57,31 +63,24 @@ _P = ParamSpec("_P")
 
 
 class ViewBase:
-    """Inodes, listings, the lock and the journal append of one namespace's view."""
+    """Inodes, listings, the lock and the journal append of the view of ``home``."""
 
     def __init__(
         self,
         *,
-        namespace_id: NamespaceId,
-        remote: History,
-        fetcher: Content,
+        home: NamespacePorts,
         journal: PendingWork,
         staging: Staging,
-        uploader: UploadSignal,
         limiter: trio.CapacityLimiter,
         uid: int,
         gid: int,
         preserve_ownership: bool = False,
         stage_pool: StagePool | None = None,
     ) -> None:
-        self._namespace_id = namespace_id
         self._stage_pool = stage_pool
         self._memory_budget = MemoryBudget(STAGED_MEMORY_BYTES)
-        self._remote = remote
-        self._fetcher = fetcher
         self._journal = journal
         self._staging = staging
-        self._uploader = uploader
         self._limiter = limiter
         self._uid = uid
         self._gid = gid
@@ -89,13 +88,17 @@ class ViewBase:
         self._lock = trio.Lock()
         now = now_ns()
         self._root = Node(
-            kind=EntryKind.DIR, name=b"", parent=None, mode=0o755, uid=uid, gid=gid, size=0,
-            mtime_ns=now, ctime_ns=now, tree_id=EMPTY_TREE.id, remote=True,
+            kind=EntryKind.DIR, name=b"", parent=None, namespace_id=home.namespace_id,
+            mode=0o755, uid=uid, gid=gid, size=0, mtime_ns=now, ctime_ns=now,
+            tree_id=EMPTY_TREE.id, remote=True,
         )  # fmt: skip
         self._versions = Node(
-            kind=EntryKind.DIR, name=VERSIONS_NAME, parent=self._root, mode=0o555, uid=uid,
-            gid=gid, size=0, mtime_ns=now, ctime_ns=now, readonly=True, versions_root=True,
+            kind=EntryKind.DIR, name=VERSIONS_NAME, parent=self._root,
+            namespace_id=home.namespace_id, mode=0o555, uid=uid, gid=gid, size=0,
+            mtime_ns=now, ctime_ns=now, readonly=True, versions_root=True,
         )  # fmt: skip
+        self._home = Namespace(home, self._root)
+        self._namespaces: dict[NamespaceId, Namespace] = {home.namespace_id: self._home}
         self._root.inode = ROOT_INODE
         self._next_inode = ROOT_INODE + 1
         self._inodes: dict[int, Node] = {ROOT_INODE: self._root}
@@ -104,11 +107,24 @@ class ViewBase:
         self._dirs: dict[int, DirHandle] = {}
         self._invalidations: list[Invalidation] = []
         self._invalidations_ready = trio.Event()
-        self._head: CommitId | None = None
-        self._head_sequence = -1  # the sequence of ``_head``
-        self._floor_sequence = -1  # no head older than this is shown (``raise_floor``)
-        self._deferred: set[tuple[bytes, ...]] = set()
         self._versions_stale = False
+
+    def _namespace(self, namespace_id: NamespaceId | None) -> Namespace:
+        """The namespace ``namespace_id`` names (``None``: the home namespace)."""
+        if namespace_id is None:
+            return self._home
+        namespace = self._namespaces.get(namespace_id)
+        if namespace is None:
+            raise ValueError(f"namespace {namespace_id} is not shown in this view")
+        return namespace
+
+    def _namespace_of(self, node: Node) -> Namespace:
+        return self._namespaces[node.namespace_id]
+
+    def _hidden(self, directory: Node, name: bytes) -> bool:
+        """Whether ``name`` of ``directory``'s committed tree is not shown as its entry:
+        the home root's ``.versions`` (the view's own)."""
+        return directory is self._root and name == VERSIONS_NAME
 
     async def _thread(self, function: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
         """``function`` in a worker thread under the mount's limiter (``run_in_thread``)."""
@@ -154,9 +170,11 @@ class ViewBase:
         )  # fmt: skip
 
     def _path(self, node: Node) -> DrivePath:
+        """``node``'s path inside its own namespace (``/Team/a`` is ``a`` in Team)."""
+        root = self._namespace_of(node).root
         names: list[bytes] = []
         current: Node | None = node
-        while current is not None and current.parent is not None:
+        while current is not None and current is not root:
             names.append(current.name)
             current = current.parent
         try:
@@ -165,7 +183,7 @@ class ViewBase:
             raise FsError(errno.ENAMETOOLONG) from exc
 
     def _child_path(self, directory: Node, name: bytes) -> DrivePath:
-        if directory.parent is None:
+        if directory is self._namespace_of(directory).root:
             return DrivePath([name])
         try:
             return self._path(directory).child(name)
@@ -174,9 +192,10 @@ class ViewBase:
 
     def _node_from_entry(self, entry: FileEntry, parent: Node) -> Node:
         return Node(
-            kind=entry.kind, name=entry.name, parent=parent, mode=entry.mode, uid=entry.uid,
-            gid=entry.gid, size=entry.size, mtime_ns=entry.mtime_ns, ctime_ns=entry.mtime_ns,
-            xattrs=entry.xattrs, target=entry.target,
+            kind=entry.kind, name=entry.name, parent=parent, namespace_id=parent.namespace_id,
+            mode=entry.mode, uid=entry.uid, gid=entry.gid, size=entry.size,
+            mtime_ns=entry.mtime_ns, ctime_ns=entry.mtime_ns, xattrs=entry.xattrs,
+            target=entry.target,
             entry=entry if entry.kind is EntryKind.FILE else None, tree_id=entry.tree_id,
             readonly=parent.readonly, remote=not parent.readonly, base=entry.content_hash,
         )  # fmt: skip
@@ -194,16 +213,17 @@ class ViewBase:
             # Materialize only if nobody did meanwhile and a sync did not move the
             # directory to a newer tree while this one travelled (then fetch that one).
             if node.children is None and node.tree_id == tree_id:
-                node.children = {
+                children = {
                     entry.name: self._node_from_entry(entry, node)
                     for entry in tree
-                    if not (node is self._root and entry.name == VERSIONS_NAME)
+                    if not self._hidden(node, entry.name)
                 }
+                node.children = children
         return node.children
 
     async def _fetch_listing(self, node: Node, tree_id: TreeId) -> Tree:
         try:
-            return await self._fetcher.tree(tree_id)
+            return await self._namespace_of(node).ports.fetcher.tree(tree_id)
         except (StoreError, protocol.ProtocolError) as exc:
             raise failed(exc, "cannot list the directory", node.name) from exc
 
@@ -213,8 +233,8 @@ class ViewBase:
         cursor: str | None = None
         try:
             while True:
-                page = await self._remote.log(
-                    self._namespace_id, cursor=cursor, limit=protocol.MAX_PAGE_SIZE
+                page = await self._home.ports.remote.log(
+                    self._home.namespace_id, cursor=cursor, limit=protocol.MAX_PAGE_SIZE
                 )
                 commits.extend(page.commits)
                 if page.next_cursor is None:
@@ -234,9 +254,10 @@ class ViewBase:
             node = old.get(name)
             if node is None or node.tree_id != info.root:
                 node = Node(
-                    kind=EntryKind.DIR, name=name, parent=self._versions, mode=0o555,
-                    uid=self._uid, gid=self._gid, size=0, mtime_ns=info.time_ns,
-                    ctime_ns=info.time_ns, tree_id=info.root, readonly=True,
+                    kind=EntryKind.DIR, name=name, parent=self._versions,
+                    namespace_id=self._home.namespace_id, mode=0o555, uid=self._uid,
+                    gid=self._gid, size=0, mtime_ns=info.time_ns, ctime_ns=info.time_ns,
+                    tree_id=info.root, readonly=True,
                 )  # fmt: skip
             fresh[name] = node
         self._versions.children = fresh
@@ -304,19 +325,21 @@ class ViewBase:
 
     async def _append(
         self,
+        namespace: Namespace,
         *ops: JournalOp | BasedOnPut,
         power_safe: bool = False,
         spill: StagedFile | None = None,
     ) -> list[int]:
-        """Journal ``ops``: they survive the mount being killed once this returns, and a
-        power cut only with ``power_safe`` (what fsync(2) promises; metadata changes, like
-        a local filesystem's, are made durable by a later fsync). ``spill``: the staged
-        file a put names, written out first, in the same worker-thread call."""
+        """Journal ``ops`` (their paths inside ``namespace``) for ``namespace``, and nudge
+        its uploader: they survive the mount being killed once this returns, and a power
+        cut only with ``power_safe`` (what fsync(2) promises; metadata changes, like a
+        local filesystem's, are made durable by a later fsync). ``spill``: the staged file
+        a put names, written out first, in the same worker-thread call."""
 
         def append() -> list[int]:
             if spill is not None:
                 spill.spill()
-            return self._journal.append_many(self._namespace_id, ops, power_safe=power_safe)
+            return self._journal.append_many(namespace.namespace_id, ops, power_safe=power_safe)
 
         try:
             seqs = await self._thread(append)
@@ -324,7 +347,7 @@ class ViewBase:
             raise FsError(errno.EINVAL, str(exc)) from exc
         except (JournalError, OSError) as exc:
             raise failed(exc, "cannot journal", [type(op).__name__ for op in ops]) from exc
-        self._uploader.nudge()
+        namespace.ports.uploader.nudge()
         return seqs
 
     def _file_attrs(self, node: Node) -> Attrs:
@@ -335,15 +358,15 @@ class ViewBase:
     def _new_node(self, parent: Node, name: bytes, kind: EntryKind, mode: int) -> Node:
         now = now_ns()
         return Node(
-            kind=kind, name=name, parent=parent, mode=mode & 0o7777, uid=self._uid,
-            gid=self._gid, size=0, mtime_ns=now, ctime_ns=now,
-            children={} if kind is EntryKind.DIR else None, changed=True,
+            kind=kind, name=name, parent=parent, namespace_id=parent.namespace_id,
+            mode=mode & 0o7777, uid=self._uid, gid=self._gid, size=0, mtime_ns=now,
+            ctime_ns=now, children={} if kind is EntryKind.DIR else None, changed=True,
         )  # fmt: skip
 
     def _free_name(self, parent: Node, name: bytes) -> dict[bytes, Node]:
         """The listing ``name`` is free in (under ``_lock``, see ``_listed``)."""
         check_name(name)
-        if parent is self._root and name == VERSIONS_NAME:
+        if self._hidden(parent, name):  # ``.versions``
             raise FsError(errno.EEXIST)
         children = self._listed(parent)
         if parent.detached:  # removed while this request waited for the lock
@@ -356,7 +379,7 @@ class ViewBase:
         """Whether an attribute change needs its own setattr entry: not for the root (no
         entry stores it: the change stays in memory), a path the server does not know yet,
         or a file whose coming put carries the attributes."""
-        if node is self._root or not node.remote or node.detached:
+        if node is self._namespace_of(node).root or not node.remote or node.detached:
             return False
         return not (node.dirty and node.writers)
 

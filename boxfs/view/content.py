@@ -147,7 +147,7 @@ class FileContent(ViewBase):
         if node.entry is None:
             return b""
         try:
-            return await self._fetcher.read(node.entry, offset, size)
+            return await self._namespace_of(node).ports.fetcher.read(node.entry, offset, size)
         except (StoreError, protocol.ProtocolError) as exc:
             if isinstance(exc, IntegrityError):
                 node.broken = True  # the rest of the drive stays readable
@@ -191,8 +191,9 @@ class FileContent(ViewBase):
                 await self._thread(copy_sparse, path, stage.fileno(), node.size, frozen)
             elif node.entry is not None and node.entry.size:
                 entry = node.entry
+                fetcher = self._namespace_of(node).ports.fetcher
                 for offset in range(0, entry.size, COPY_PIECE_BYTES):
-                    data = await self._fetcher.read(entry, offset, COPY_PIECE_BYTES)
+                    data = await fetcher.read(entry, offset, COPY_PIECE_BYTES)
                     await self._thread(stage.write_at, offset, data)
         except BaseException as exc:
             stage.close()
@@ -344,7 +345,7 @@ class FileContent(ViewBase):
                     self._path(node), self._file_attrs(node), staged=stage.name, base=node.base
                 )
                 based = put if node.base_seq is None else BasedOnPut(put, node.base_seq)
-                (seq,) = await self._append(based, spill=stage)
+                (seq,) = await self._append(self._namespace_of(node), based, spill=stage)
             except BaseException:
                 node.staged, node.reader = previous, old_reader
                 if stage_of(node) is None:  # give the content back, still to be journaled

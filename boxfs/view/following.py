@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 from boxfs.journal import JournalError, ViewHead
 from boxfs.view.content import FileContent
-from boxfs.view.nodes import VERSIONS_NAME, Node, SyncError, listing_of, now_ns
+from boxfs.view.namespaces import Namespace
+from boxfs.view.nodes import Node, SyncError, listing_of, now_ns
 from store import protocol
 from store.errors import NotFoundError, StoreError
-from store.ids import CommitId, ContentHash, TreeId
+from store.ids import CommitId, ContentHash, NamespaceId, TreeId
 from store.objects import EntryKind, FileEntry, Tree, decode_commit
 
 _log = logging.getLogger(__name__)
@@ -91,29 +92,49 @@ def _adopt_attrs(node: Node, entry: FileEntry) -> bool:
 
 
 class FollowingServer(FileContent):
-    """Applying the server's new heads to the view, above file content."""
+    """Applying the server's new heads to the view, above file content. Each call acts on
+    one namespace (``namespace_id``; ``None``: the home namespace)."""
 
     @property
     def head(self) -> CommitId | None:
-        """The commit the view shows (``None``: the namespace had no commit yet)."""
-        return self._head
+        """The commit the view shows of the home namespace (``None``: no commit yet)."""
+        return self._home.head
+
+    def head_of(self, namespace_id: NamespaceId) -> CommitId | None:
+        """The commit the view shows of ``namespace_id`` (``None``: no commit yet)."""
+        return self._namespace(namespace_id).head
 
     @property
     def deferred_count(self) -> int:
-        """Names the last sync left alone (local changes the server has not confirmed)."""
-        return len(self._deferred)
+        """Names the last sync of the home namespace left alone (local changes the server
+        has not confirmed)."""
+        return len(self._home.deferred)
 
-    def raise_floor(self, sequence: int) -> None:
+    def deferred_in(self, namespace_id: NamespaceId) -> int:
+        """Names the last sync of ``namespace_id`` left alone."""
+        return len(self._namespace(namespace_id).deferred)
+
+    @property
+    def started_offline(self) -> bool:
+        """Whether ``start`` found the server unreachable and showed, for some namespace,
+        the head the last mount showed."""
+        return any(namespace.started_offline for namespace in self._namespaces.values())
+
+    def raise_floor(self, sequence: int, *, namespace_id: NamespaceId | None = None) -> None:
         """A batch of this device was answered with the head at ``sequence``: from now on
-        no older head is shown, and nothing is rechecked against one (both would take away
-        what the batch confirmed, as its entries leave the journal). Call it on the loop
-        before the batch is completed in the journal."""
-        self._floor_sequence = max(self._floor_sequence, sequence)
+        no older head of that namespace is shown, and nothing is rechecked against one
+        (both would take away what the batch confirmed, as its entries leave the journal).
+        Call it on the loop before the batch is completed in the journal."""
+        namespace = self._namespace(namespace_id)
+        namespace.floor_sequence = max(namespace.floor_sequence, sequence)
 
-    async def apply_head(self, commit_id: CommitId, sequence: int) -> None:
+    async def apply_head(
+        self, commit_id: CommitId, sequence: int, *, namespace_id: NamespaceId | None = None
+    ) -> None:
         """Show the namespace as of ``commit_id`` (a newer head): diff its trees against the
         view, directory by directory where the view has listed them (an unchanged subtree
-        is skipped by id), change what differs, and queue the kernel invalidations.
+        is skipped by id), change what differs, and queue the kernel invalidations. Only
+        that namespace's part of the view changes (a mounted one: below its mount point).
 
         What this device changed and the server has not confirmed wins: a name with a
         journal entry, or a file open for writing, is left as it is and remembered
@@ -121,72 +142,82 @@ class FollowingServer(FileContent):
         the change: the same content, a merge, or the other version with a conflicted copy
         beside it). Trees are fetched before taking the lock, so requests wait only for the
         changes themselves."""
-        if commit_id == self._head or sequence < self._floor_sequence:
+        namespace = self._namespace(namespace_id)
+        if commit_id == namespace.head or sequence < namespace.floor_sequence:
             return
-        raw = (await self._remote.commits(self._namespace_id, [commit_id])).get(commit_id)
+        remote = namespace.ports.remote
+        raw = (await remote.commits(namespace.namespace_id, [commit_id])).get(commit_id)
         if raw is None:
             raise NotFoundError("head commit", str(commit_id))
         commit = await self._thread(decode_commit, raw, commit_id)
-        await self._prefetch_trees(self._root, commit.root)
+        root = namespace.root
+        await self._prefetch_trees(namespace, root, commit.root)
         async with self._lock:
-            unconfirmed = await self._unconfirmed()
-            if sequence < self._floor_sequence:
+            unconfirmed = await self._unconfirmed(namespace)
+            if sequence < namespace.floor_sequence:
                 # A batch was answered with a newer head while this one travelled; its
                 # entries may be gone from ``unconfirmed`` already: show that head instead.
                 return
-            await self._sync_dir(self._root, commit.root, (), unconfirmed)
-            self._root.mtime_ns = self._root.ctime_ns = commit.time_ns
-            self._head, self._head_sequence = commit_id, sequence
-            self._versions_stale = True
-            self._queue_invalidation(self._root)
+            await self._sync_dir(namespace, root, commit.root, (), unconfirmed)
+            root.mtime_ns = root.ctime_ns = commit.time_ns
+            namespace.head, namespace.head_sequence = commit_id, sequence
+            if namespace is self._home:
+                self._versions_stale = True
+            self._queue_invalidation(root)
             _log.debug(
                 "showing head %s: %d invalidations queued, %d names left to local changes",
-                commit_id, len(self._invalidations), len(self._deferred),
+                commit_id, len(self._invalidations), len(namespace.deferred),
             )  # fmt: skip
-        await self._remember_head(ViewHead(commit_id, commit.root, commit.time_ns))
+        await self._remember_head(namespace, ViewHead(commit_id, commit.root, commit.time_ns))
         self._flush_invalidations()
 
-    async def recheck(self) -> None:
-        """Look again at the names an earlier sync left alone whose local change is now
-        settled (answered by the server, or the file closed). Names still named by the
-        journal stay aside without any work; the rest are looked up directory by
-        directory (one tree and one journal read each), so a burst of thousands of
+    async def recheck(self, *, namespace_id: NamespaceId | None = None) -> None:
+        """Look again at the names an earlier sync of the namespace left alone whose local
+        change is now settled (answered by the server, or the file closed). Names still
+        named by the journal stay aside without any work; the rest are looked up directory
+        by directory (one tree and one journal read each), so a burst of thousands of
         pending creates costs little per answered batch."""
-        if not self._deferred or self._head_sequence < self._floor_sequence:
+        namespace = self._namespace(namespace_id)
+        deferred = namespace.deferred
+        if not deferred or namespace.head_sequence < namespace.floor_sequence:
             return  # the newer head is on its way: recheck against it
         async with self._lock:
-            unconfirmed = await self._unconfirmed()
-            if self._head_sequence < self._floor_sequence:
+            unconfirmed = await self._unconfirmed(namespace)
+            if namespace.head_sequence < namespace.floor_sequence:
                 return
-            settled = [path for path in self._deferred if path not in unconfirmed.exact]
-            self._deferred.difference_update(settled)
+            settled = [path for path in deferred if path not in unconfirmed.exact]
+            deferred.difference_update(settled)
             by_directory: dict[tuple[bytes, ...], list[bytes]] = {}
             for path in settled:
                 by_directory.setdefault(path[:-1], []).append(path[-1])
             try:
                 for directory_path in sorted(by_directory, key=len):  # parents first
                     names = by_directory[directory_path]
-                    await self._recheck_names(directory_path, names, unconfirmed)
+                    await self._recheck_names(namespace, directory_path, names, unconfirmed)
             except BaseException:
-                self._deferred.update(settled)  # a failed round: all of them again next time
+                deferred.update(settled)  # a failed round: all of them again next time
                 raise
         self._flush_invalidations()
 
     async def _recheck_names(
-        self, path: tuple[bytes, ...], names: list[bytes], unconfirmed: _Unconfirmed
+        self,
+        namespace: Namespace,
+        path: tuple[bytes, ...],
+        names: list[bytes],
+        unconfirmed: _Unconfirmed,
     ) -> None:
         """Sync ``names`` of the directory at ``path`` to the head the view shows. Their
         entries come from that head's tree for ``path`` (walked down from the root), not
         from the directory's own ``tree_id``: a directory held back by a later sync still
         names the older tree, which lacks what was confirmed since."""
-        if any(path[:end] in self._deferred for end in range(1, len(path) + 1)):
+        if any(path[:end] in namespace.deferred for end in range(1, len(path) + 1)):
             # The directory (or one above it) is still held back: so are its names.
-            self._deferred.update((*path, name) for name in names)
+            namespace.deferred.update((*path, name) for name in names)
             return
-        directory = self._listed_dir(path)
+        directory = self._listed_dir(namespace, path)
         if directory is None:
             return  # gone, or not listed: nothing shown to correct
-        server_tree = await self._server_tree(path)
+        server_tree = await self._server_tree(namespace, path)
         children = listing_of(directory)
         if children is None:
             return  # dropped by a forget meanwhile: fetched anew when looked up
@@ -196,42 +227,42 @@ class FollowingServer(FileContent):
             entry = entries.get(name)
             await self._sync_name(directory, name, entry, (*path, name), unconfirmed, own=own)
 
-    async def _server_tree(self, path: tuple[bytes, ...]) -> Tree | None:
+    async def _server_tree(self, namespace: Namespace, path: tuple[bytes, ...]) -> Tree | None:
         """The tree at ``path`` in the head the view shows (``None``: no directory there)."""
-        tree_id = self._root.tree_id
+        tree_id = namespace.root.tree_id
         assert tree_id is not None
-        tree = await self._tree(tree_id)
+        tree = await self._tree(namespace, tree_id)
         for name in path:
             entry = tree.get(name)
             if entry is None or entry.kind is not EntryKind.DIR or entry.tree_id is None:
                 return None
-            tree = await self._tree(entry.tree_id)
+            tree = await self._tree(namespace, entry.tree_id)
         return tree
 
-    async def _unconfirmed(self) -> _Unconfirmed:
-        paths = await self._thread(self._journal.unconfirmed_paths, self._namespace_id)
+    async def _unconfirmed(self, namespace: Namespace) -> _Unconfirmed:
+        paths = await self._thread(self._journal.unconfirmed_paths, namespace.namespace_id)
         return _Unconfirmed.of(path.components for path in paths)
 
-    async def _remember_head(self, head: ViewHead) -> None:
+    async def _remember_head(self, namespace: Namespace, head: ViewHead) -> None:
         try:
-            await self._thread(self._journal.save_view_head, self._namespace_id, head)
+            await self._thread(self._journal.save_view_head, namespace.namespace_id, head)
         except (JournalError, OSError) as exc:  # only an offline start needs it
             _log.warning("cannot remember the head the view shows: %s", exc)
 
-    async def _tree(self, tree_id: TreeId) -> Tree:
+    async def _tree(self, namespace: Namespace, tree_id: TreeId) -> Tree:
         try:
-            return await self._fetcher.tree(tree_id)
+            return await namespace.ports.fetcher.tree(tree_id)
         except protocol.UnavailableError:
             raise
         except (StoreError, protocol.ProtocolError) as exc:
             raise SyncError(f"cannot fetch tree {tree_id}: {exc}") from exc
 
-    async def _prefetch_trees(self, node: Node, tree_id: TreeId) -> None:
+    async def _prefetch_trees(self, namespace: Namespace, node: Node, tree_id: TreeId) -> None:
         """Fetch (into the cache) the trees a sync to ``tree_id`` will read: those of the
         listed directories whose content changed."""
         if node.children is None or node.tree_id == tree_id:
             return
-        tree = await self._tree(tree_id)
+        tree = await self._tree(namespace, tree_id)
         children = listing_of(node)
         if children is None:
             return
@@ -242,14 +273,15 @@ class FollowingServer(FileContent):
                 and entry.tree_id is not None
                 and child is not None
                 and child.kind is EntryKind.DIR
+                and not self._hidden(node, entry.name)
             ):
-                await self._prefetch_trees(child, entry.tree_id)
+                await self._prefetch_trees(namespace, child, entry.tree_id)
 
-    def _listed_dir(self, path: tuple[bytes, ...]) -> Node | None:
+    def _listed_dir(self, namespace: Namespace, path: tuple[bytes, ...]) -> Node | None:
         """The listed directory at ``path`` in the view, without fetching anything."""
-        node = self._root
+        node = namespace.root
         for name in path:
-            if node.children is None:
+            if node.children is None or self._hidden(node, name):
                 return None
             child = node.children.get(name)
             if child is None or child.kind is not EntryKind.DIR:
@@ -258,24 +290,26 @@ class FollowingServer(FileContent):
         return node if node.children is not None else None
 
     async def _sync_dir(
-        self, node: Node, tree_id: TreeId, path: tuple[bytes, ...], unconfirmed: _Unconfirmed
+        self,
+        namespace: Namespace,
+        node: Node,
+        tree_id: TreeId,
+        path: tuple[bytes, ...],
+        unconfirmed: _Unconfirmed,
     ) -> None:
-        """Bring a directory of the view to the server's tree ``tree_id``."""
+        """Bring a directory of the view to the server's tree ``tree_id`` (``_sync_name``
+        leaves the names the view keeps for itself, ``_hidden``, as they are)."""
         if node.tree_id == tree_id:
             return
         if node.children is None:  # not listed: the next lookup fetches the new tree
             node.tree_id = tree_id
             return
-        tree = await self._tree(tree_id)
+        tree = await self._tree(namespace, tree_id)
         children = listing_of(node)
         if children is None:  # forgotten meanwhile
             node.tree_id = tree_id
             return
-        entries = {
-            entry.name: entry
-            for entry in tree
-            if not (node is self._root and entry.name == VERSIONS_NAME)
-        }
+        entries = {entry.name: entry for entry in tree if not self._hidden(node, entry.name)}
         own = await self._own_put_hashes(children.values())
         for name in sorted(entries.keys() | children.keys()):
             await self._sync_name(
@@ -307,12 +341,15 @@ class FollowingServer(FileContent):
     ) -> None:
         """Bring one name of a listed directory to the server's ``entry`` (``None``: the
         server has no such name), unless a local change holds it. ``own``: the content
-        hashes of this device's puts (``_own_put_hashes``)."""
+        hashes of this device's puts (``_own_put_hashes``). A name the view keeps for
+        itself (``_hidden``: ``.versions``, a mounted namespace's root) stays as it is."""
         if directory.children is None:
             return  # dropped by a forget meanwhile: it is fetched anew, from the new tree
+        if self._hidden(directory, name):
+            return
         child = directory.children.get(name)
         if _held_locally(child, entry, path, unconfirmed):
-            self._deferred.add(path)
+            self._namespace_of(directory).deferred.add(path)
         elif child is None:
             if entry is not None:
                 directory.children[name] = self._node_from_entry(entry, directory)
@@ -323,7 +360,8 @@ class FollowingServer(FileContent):
             assert entry.tree_id is not None
             if _adopt_attrs(child, entry):
                 self._queue_invalidation(child)
-            await self._sync_dir(child, entry.tree_id, path, unconfirmed)
+            namespace = self._namespace_of(directory)
+            await self._sync_dir(namespace, child, entry.tree_id, path, unconfirmed)
         elif child.kind is entry.kind:
             self._sync_leaf(child, entry, own)
         else:  # another kind now

@@ -7,6 +7,8 @@ staged content), the inode table, directory and file handles, and the read-only
 ``/.versions`` tree of retained commits. It is built in layers, each a module of this
 package and a class on top of the one below:
 
+- ``namespaces``: the state of each namespace shown (root, head, held-back names) and
+  the ports it is wired to;
 - ``base.ViewBase``: the inode table, listings, the model lock, the journal append;
 - ``content.FileContent``: open files, copy-on-write staging, a file's put at close/fsync;
 - ``following.FollowingServer``: a new head from the server applied in place;
@@ -17,7 +19,8 @@ and above the model, ``syncer.Syncer``, the task that follows the server's event
 and hands each new head to ``following``.
 
 It is built from what ``ports`` names (content by id, the server's history, the journal,
-the uploader's nudge), so the mount wires in the real parts and a test anything alike.
+the uploader's nudge), one ``NamespacePorts`` per namespace and one journal for all, so
+the mount wires in the real parts and a test anything alike.
 
 Every change is applied to the overlay at once and journaled (``boxfs.journal``) before
 the call returns, then the uploader is nudged: a burst of metadata changes never waits
@@ -37,10 +40,12 @@ state lives on that loop and is touched only between awaits (``docs/concurrency.
 Known limits: a file written here keeps its staged file pinned while its node lives (until
 a sync from another device replaces the content); a truncate of a closed file is journaled
 at once as a put (the journal never merges entries); new entries take the mount's uid/gid;
-hard links always raise ``FsError(EPERM)``. One namespace per view: the layers keep the
-namespace's state (its id, root, head, fetcher, uploader) in ``ViewBase``, the seam where
-a view of several namespaces mounted at paths (a shared folder at ``/Team``) will hold one
-such state per mounted namespace.
+hard links always raise ``FsError(EPERM)``. One namespace per view: its state (id, root,
+head, held-back names, fetcher, uploader) is a ``namespaces.Namespace``, every node names
+the namespace it belongs to (``Node.namespace_id``), and each journal append, path, fetch,
+head and replay goes through the node's own, or the one ``apply_head``, ``recheck`` and
+``raise_floor`` are given: the seam where a view of several namespaces mounted at paths (a
+shared folder at ``/Team``) will hold one such state per mounted namespace.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Final
 from boxfs import errno_map
 from boxfs.errors import BoxfsError
 from boxfs.staging import StagedFile
-from store.ids import ContentHash, TreeId
+from store.ids import ContentHash, NamespaceId, TreeId
 from store.objects import MAX_FILE_BYTES, MAX_NAME_BYTES, EntryKind, FileEntry
 from store.ops import AttrChanges, Attrs
 
@@ -123,11 +123,13 @@ class Node:
     """One entry of the view. A directory's ``children`` is ``None`` until materialized
     (then its tree ``tree_id`` has been fetched); a file's content is, in order of
     precedence, its open ``stage``, its frozen ``staged`` file, or the committed
-    ``entry``."""
+    ``entry``. A node belongs to the namespace of its parent, but for the root of a mounted
+    namespace (``boxfs.view.namespaces``), which carries its own."""
 
     kind: EntryKind
     name: bytes
     parent: Node | None
+    namespace_id: NamespaceId  # the namespace it belongs to (a mounted root: its own)
     mode: int  # permission bits only
     uid: int
     gid: int

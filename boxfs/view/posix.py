@@ -100,7 +100,7 @@ class NamespaceRules(JournalReplay):
             raise FsError(errno.EINVAL, str(exc)) from exc
         async with self._lock:
             if self._journals_attrs(node):
-                await self._append(SetAttr(self._path(node), changes))
+                await self._append(self._namespace_of(node), SetAttr(self._path(node), changes))
             apply_changes(node, changes)
         return self._attr(node)
 
@@ -170,7 +170,7 @@ class NamespaceRules(JournalReplay):
                 raise FsError(errno.ENOTDIR)
             if self._listed(node):
                 raise FsError(errno.ENOTEMPTY)
-            await self._append(Delete(self._path(node)))
+            await self._append(self._namespace_of(node), Delete(self._path(node)))
             self._detach(node)
             self._touch(directory)
 
@@ -185,7 +185,7 @@ class NamespaceRules(JournalReplay):
             if node.kind is EntryKind.DIR:
                 raise FsError(errno.EISDIR)
             if node.remote:
-                await self._append(self._delete_op(node))
+                await self._append(self._namespace_of(node), self._delete_op(node))
             self._detach(node)
             self._touch(directory)
 
@@ -231,7 +231,7 @@ class NamespaceRules(JournalReplay):
         elif replaced is not None and replaced.remote:
             ops.append(self._delete_op(replaced))  # the new file's put comes at release
         if ops:
-            await self._append(*ops)
+            await self._append(self._namespace_of(node), *ops)
         if replaced is not None:
             self._detach(replaced)
         assert source_dir.children is not None
@@ -298,7 +298,7 @@ class NamespaceRules(JournalReplay):
             node = self._new_node(directory, name, kind, mode)
             node.target = target
             node.rdev = rdev
-            await self._append(journal_op(node))
+            await self._append(self._namespace_of(node), journal_op(node))
             node.remote = True
             children[name] = node
             self._touch(directory)
@@ -349,11 +349,13 @@ class NamespaceRules(JournalReplay):
         await self._set_xattrs(node, tuple(sorted(xattrs.items())))
 
     async def _set_xattrs(self, node: Node, xattrs: tuple[tuple[bytes, bytes], ...]) -> None:
-        if node is self._root:
+        namespace = self._namespace_of(node)
+        if node is namespace.root:
             raise FsError(errno.EPERM)  # the drive's root is no entry: it has no xattrs
         async with self._lock:
             if self._journals_attrs(node):
-                await self._append(SetAttr(self._path(node), AttrChanges(xattrs=xattrs)))
+                op = SetAttr(self._path(node), AttrChanges(xattrs=xattrs))
+                await self._append(namespace, op)
             node.xattrs = xattrs
             node.ctime_ns = now_ns()
             node.changed = True

@@ -13,6 +13,7 @@ import logging
 from boxfs.journal import JournalOp, StagedPut, ViewHead
 from boxfs.staging import StagingError
 from boxfs.view.following import FollowingServer
+from boxfs.view.namespaces import Namespace
 from boxfs.view.nodes import FsError, Node, apply_changes, set_attrs
 from store import protocol
 from store.errors import FormatError, NotFoundError
@@ -27,79 +28,94 @@ class JournalReplay(FollowingServer):
     """The view's start: head and journal replay."""
 
     async def start(self) -> None:
-        """Load the head (or the empty tree) as the view, then replay the journal's entries
-        (an earlier mount's changes the server has not confirmed) onto it, so they show.
+        """Load each namespace's head (or the empty tree) as its part of the view, then
+        replay the journal's entries of each (an earlier mount's changes the server has
+        not confirmed) onto its own root, so they show.
 
-        With the server unreachable, the view starts from the head the last mount showed
+        With the server unreachable, a namespace starts from the head the last mount showed
         (remembered in the journal; its trees are in the object cache as far as that mount
         listed them): an offline start. Without one, ``protocol.UnavailableError`` passes.
 
-        Call it once, before the uploader starts (so no staged file named by an entry is
+        Call it once, before the uploaders start (so no staged file named by an entry is
         discarded while this replays)."""
-        view = await self._initial_head()
-        if view is not None:
-            self._head = view.commit_id
-            self._root.tree_id = view.root
-            self._root.mtime_ns = self._root.ctime_ns = view.time_ns
-        self._root.children = None
-        batches = await self._thread(self._journal.batches_in_flight, self._namespace_id)
-        pending = await self._thread(self._journal.pending, self._namespace_id, 1 << 62)
+        namespaces = list(self._namespaces.values())
+        for namespace in namespaces:
+            view = await self._initial_head(namespace)
+            if view is not None:
+                namespace.head = view.commit_id
+                namespace.root.tree_id = view.root
+                namespace.root.mtime_ns = namespace.root.ctime_ns = view.time_ns
+            namespace.root.children = None
+        for namespace in namespaces:
+            await self._replay_journal(namespace)
+
+    async def _replay_journal(self, namespace: Namespace) -> None:
+        """The journal's entries of ``namespace`` (in flight, then pending) shown in it."""
+        namespace_id = namespace.namespace_id
+        batches = await self._thread(self._journal.batches_in_flight, namespace_id)
+        pending = await self._thread(self._journal.pending, namespace_id, 1 << 62)
         async with self._lock:
             for entry in [*(e for batch in batches for e in batch.entries), *pending]:
                 try:
-                    await self._replay(entry.seq, entry.op)
+                    await self._replay(namespace, entry.seq, entry.op)
                 except (FsError, StagingError, FormatError, OSError) as exc:
                     # Already applied on the server (a lost reply), or it will be rejected
                     # there: the head shows what became of it.
                     _log.info("journal entry %d not shown in the view: %s", entry.seq, exc)
 
-    async def _initial_head(self) -> ViewHead | None:
-        """The server's head now, or offline the one the last mount showed."""
+    async def _initial_head(self, namespace: Namespace) -> ViewHead | None:
+        """The server's head of ``namespace`` now, or offline the one the last mount
+        showed."""
+        remote, namespace_id = namespace.ports.remote, namespace.namespace_id
         try:
-            head = await self._remote.head(self._namespace_id)
-            self._head_sequence = head.sequence
+            head = await remote.head(namespace_id)
+            namespace.head_sequence = head.sequence
             if head.head is None:
                 return None
-            raw = (await self._remote.commits(self._namespace_id, [head.head])).get(head.head)
+            raw = (await remote.commits(namespace_id, [head.head])).get(head.head)
         except protocol.UnavailableError:
-            remembered = await self._thread(self._journal.view_head, self._namespace_id)
+            remembered = await self._thread(self._journal.view_head, namespace_id)
             if remembered is None:
                 raise
             _log.warning("the server is unreachable: showing the drive as this device last saw it")
-            self.started_offline = True
+            namespace.started_offline = True
             return remembered
         if raw is None:
             raise NotFoundError("head commit", str(head.head))
         commit = await self._thread(decode_commit, raw, head.head)
         view = ViewHead(head.head, commit.root, commit.time_ns)
-        await self._remember_head(view)
+        await self._remember_head(namespace, view)
         return view
 
-    async def _resolve(self, path: DrivePath) -> tuple[Node, dict[bytes, Node]]:
-        """The directory holding ``path`` and its entries (materialized)."""
-        node = self._root
+    async def _resolve(
+        self, namespace: Namespace, path: DrivePath
+    ) -> tuple[Node, dict[bytes, Node]]:
+        """The directory holding ``path`` inside ``namespace`` and its entries
+        (materialized)."""
+        node = namespace.root
         for name in path.components[:-1]:
             node = await self._child(node, name)
         return node, await self._children(node)
 
-    async def _replay(self, seq: int, op: JournalOp) -> None:
-        """Apply one journal entry to the overlay (no journaling: it is there already)."""
+    async def _replay(self, namespace: Namespace, seq: int, op: JournalOp) -> None:
+        """Apply one journal entry of ``namespace`` to the overlay (no journaling: it is
+        there already)."""
         match op:
             case StagedPut():
-                await self._replay_put(seq, op)
+                await self._replay_put(namespace, seq, op)
             case Mkdir():
-                parent, children = await self._resolve(op.path)
+                parent, children = await self._resolve(namespace, op.path)
                 if op.path.name not in children:
                     node = self._new_node(parent, op.path.name, EntryKind.DIR, op.attrs.mode)
                     set_attrs(node, op.attrs)
                     node.remote = parent.changed = True
                     children[op.path.name] = node
             case Move():
-                source_dir, sources = await self._resolve(op.src)
+                source_dir, sources = await self._resolve(namespace, op.src)
                 moved = sources.get(op.src.name)
                 if moved is None:
                     raise FsError(errno.ENOENT)
-                target_dir, targets = await self._resolve(op.dst)
+                target_dir, targets = await self._resolve(namespace, op.dst)
                 replaced = targets.get(op.dst.name)
                 if replaced is not None and replaced is not moved:
                     self._detach(replaced)
@@ -108,18 +124,18 @@ class JournalReplay(FollowingServer):
                 targets[op.dst.name] = moved
                 moved.changed = target_dir.changed = source_dir.changed = True
             case Delete():
-                _, children = await self._resolve(op.path)
+                _, children = await self._resolve(namespace, op.path)
                 if (gone := children.get(op.path.name)) is not None:
                     self._detach(gone)
             case SetAttr():
-                _, children = await self._resolve(op.path)
+                _, children = await self._resolve(namespace, op.path)
                 changed = children.get(op.path.name)
                 if changed is None:
                     raise FsError(errno.ENOENT)
                 apply_changes(changed, op.changes)
 
-    async def _replay_put(self, seq: int, op: StagedPut) -> None:
-        parent, children = await self._resolve(op.path)
+    async def _replay_put(self, namespace: Namespace, seq: int, op: StagedPut) -> None:
+        parent, children = await self._resolve(namespace, op.path)
         existing = children.get(op.path.name)
         if existing is not None and existing.kind is EntryKind.DIR:
             raise FsError(errno.EISDIR)

@@ -1,4 +1,4 @@
-"""The syncer: keeps one namespace's view in step with the server's head.
+"""The syncer: keeps one namespace's part of the view in step with the server's head.
 
 Owns two tasks under ``run``:
 
@@ -19,6 +19,10 @@ Owns two tasks under ``run``:
 
 Failures never end ``run``: a failed apply (even a bug) is logged and retried after the
 backoff.
+
+Every call into the model names the syncer's namespace (``apply_head``, ``recheck``,
+``raise_floor``, ``head_of``, ``deferred_in``), so a view of several namespaces would be
+followed by one syncer per namespace, each with that namespace's uploader relay.
 
 Who calls it: ``boxfs.mount`` starts ``run`` in its root nursery after the model's
 ``start``. The syncer is an ``UploadListener``: it subscribes, when it is built, to the
@@ -85,7 +89,7 @@ class Syncer:
     def confirmed(self, head: CommitId | None, sequence: int) -> None:
         """The server answered one of this device's batches with this head: show it (or a
         newer one), never an older one (it would lack what the batch just confirmed)."""
-        self.model.raise_floor(sequence)
+        self.model.raise_floor(sequence, namespace_id=self.namespace_id)
         if sequence > self._sequence:
             self._sequence = sequence
             self._wanted = head
@@ -156,7 +160,8 @@ class Syncer:
     async def _apply(self) -> None:
         backoff = Backoff(self.backoff_min_s, self.backoff_max_s)
         while True:
-            timeout_s = self.recheck_every_s if self.model.deferred_count else math.inf
+            deferred = self.model.deferred_in(self.namespace_id)
+            timeout_s = self.recheck_every_s if deferred else math.inf
             with trio.move_on_after(timeout_s):
                 await self._wake.wait()
             self._wake = trio.Event()
@@ -186,8 +191,9 @@ class Syncer:
                 self._sequence = head.sequence
                 self._wanted = head.head
         wanted, sequence = self._wanted, self._sequence
-        if wanted is not None and wanted != self.model.head:
-            await self.model.apply_head(wanted, sequence)
-        if self._recheck or self.model.deferred_count:
+        model, namespace_id = self.model, self.namespace_id
+        if wanted is not None and wanted != model.head_of(namespace_id):
+            await model.apply_head(wanted, sequence, namespace_id=namespace_id)
+        if self._recheck or model.deferred_in(namespace_id):
             self._recheck = False
-            await self.model.recheck()
+            await model.recheck(namespace_id=namespace_id)

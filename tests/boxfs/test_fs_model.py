@@ -35,6 +35,7 @@ from boxfs.view import (
     VERSIONS_NAME,
     FileSystemModel,
     FsError,
+    NamespacePorts,
     version_names,
 )
 from store.cache import ObjectCache
@@ -106,8 +107,8 @@ async def mounted(
             journal, staging, remote, namespace, limiter, quiet_s=0.01, max_delay_s=0.05
         )
         model = FileSystemModel(
-            namespace_id=namespace, remote=remote, fetcher=fetcher, journal=journal,
-            staging=staging, uploader=uploader, limiter=limiter, uid=UID, gid=GID,
+            home=NamespacePorts(namespace, remote, fetcher, uploader), journal=journal,
+            staging=staging, limiter=limiter, uid=UID, gid=GID,
             preserve_ownership=preserve_ownership,
         )  # fmt: skip
         async with trio.open_nursery() as nursery:
@@ -139,9 +140,9 @@ async def in_memory(
     with Journal(home / "journal.sqlite") as journal:
         staging = Staging(home / "staging")
         model = FileSystemModel(
-            namespace_id=drive.namespace_id, remote=drive, fetcher=drive, journal=journal,
-            staging=staging, uploader=uploads, limiter=trio.CapacityLimiter(4), uid=UID,
-            gid=GID, preserve_ownership=preserve_ownership,
+            home=NamespacePorts(drive.namespace_id, drive, drive, uploads), journal=journal,
+            staging=staging, limiter=trio.CapacityLimiter(4), uid=UID, gid=GID,
+            preserve_ownership=preserve_ownership,
         )  # fmt: skip
         await model.start()
         yield ModelMount(model, drive.namespace_id, journal, staging, drive, uploads)

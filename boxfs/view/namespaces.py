@@ -1,0 +1,54 @@
+"""The namespaces a view shows: the home namespace at ``/``, and any mounted at a path.
+
+``NamespacePorts`` is what the view is built with for one namespace: its id, its history
+and content on the server, and the uploader that drains its journal entries.
+``Namespace`` is the view's state of one namespace: its root node, the head it shows and
+that head's sequence, the floor below which no head is shown, and the names the last sync
+left to local changes. Every ``Node`` names the namespace it belongs to
+(``Node.namespace_id``); the view keeps one ``Namespace`` per id, and each journal append,
+fetch, path, head and replay goes through the node's own.
+
+Pure data: no I/O and no lock. The view's layers read and change it on the mount's trio
+loop (``docs/concurrency.md``: the model lock orders the changes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from boxfs.view.nodes import Node
+from boxfs.view.ports import Content, History, UploadSignal
+from store.ids import CommitId, NamespaceId
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePorts:
+    """The parts one namespace of a view is wired to: its ``remote`` history (head,
+    commits, log), its ``fetcher`` (its trees and file content, verified) and the
+    ``uploader`` its journal entries nudge. One journal serves all namespaces, keyed by
+    ``namespace_id``."""
+
+    namespace_id: NamespaceId
+    remote: History
+    fetcher: Content
+    uploader: UploadSignal
+
+
+@dataclass(eq=False, slots=True)
+class Namespace:
+    """One namespace as the view shows it. ``root`` is the home root (``/``) for the home
+    namespace, else the directory node named ``mount_name`` in the home root, whose paths
+    start afresh (``/Team/a`` is ``a`` in Team)."""
+
+    ports: NamespacePorts
+    root: Node
+    mount_name: bytes | None = None  # None: the home namespace
+    head: CommitId | None = None  # the commit shown (None: no commit yet)
+    head_sequence: int = -1  # the sequence of ``head``
+    floor_sequence: int = -1  # no head older than this is shown (``raise_floor``)
+    deferred: set[tuple[bytes, ...]] = field(default_factory=set)  # left to local changes
+    started_offline: bool = False  # started from the head the last mount showed
+
+    @property
+    def namespace_id(self) -> NamespaceId:
+        return self.ports.namespace_id
