@@ -389,7 +389,12 @@ async def _build_drive(
     namespace_id: NamespaceId,
     limiter: trio.CapacityLimiter,
 ) -> tuple[Fetcher, Uploader, Syncer, FileSystemModel, StagePool]:
-    """The fetcher, uploader, syncer, filesystem model and stage pool of one namespace."""
+    """The fetcher, uploader, syncer, filesystem model and stage pool of one namespace.
+
+    The model shows the home namespace only. A shared folder would get its own fetcher,
+    uploader and syncer here (same remote, cache and journal) and be passed to the model
+    as ``mounts={DrivePath([name]): NamespacePorts(...)}``; the mount would then run them
+    beside these."""
     staging = await _swept_staging(home, journal)
     fetcher = Fetcher(remote, namespace_id, cache, limiter)
     uploader = Uploader(journal, staging, remote, namespace_id, limiter)

@@ -1,14 +1,14 @@
 """The view's base layer: the inode table, listings, the model lock, the journal append.
 
-Owns the namespace shown (``namespaces.Namespace``: its root, head and held-back names,
-and the ports it is wired to; the view keeps one per namespace id, the seam where a view
-of several namespaces mounted at paths will hold one for each), the ``/.versions`` node
-(the home namespace's history), the table of inodes the kernel knows (numbers handed out
-on first lookup, never reused; ``lookup``/``forget`` counts; a forgotten, unchanged
-directory drops its listing so memory follows what the kernel holds), directory listings
-fetched lazily through their namespace's ``Fetcher``, the lock every metadata change
-holds (``_change``: checks, journal append, overlay update; a listing that must be fetched
-is fetched with the lock free, see ``docs/concurrency.md``), and the queue of kernel
+Owns the namespaces shown (``namespaces.Namespace``, one per namespace: the home one at
+``/``, others mounted at a name in the home root, whose root node is listed there and
+shadows a home entry of that name), the ``/.versions`` node (the home namespace's
+history), the table of inodes the kernel knows (numbers handed out on first lookup, never
+reused; ``lookup``/``forget`` counts; a forgotten, unchanged directory drops its listing
+so memory follows what the kernel holds), directory listings fetched lazily through their
+namespace's ``Fetcher``, the lock every metadata change holds, whatever its namespace
+(``_change``: checks, journal append, overlay update; a listing that must be fetched is
+fetched with the lock free, see ``docs/concurrency.md``), and the queue of kernel
 invalidations the notifier drains. A node's path (``_path``) is the path inside its own
 namespace, and ``_append`` journals for the namespace it is given and nudges that one's
 uploader.
@@ -22,7 +22,7 @@ hold anything proportional to a file's size. Called by the layers above it and, 
 from __future__ import annotations
 
 import errno
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import ParamSpec, TypeVar
 
 import trio
@@ -63,7 +63,9 @@ _P = ParamSpec("_P")
 
 
 class ViewBase:
-    """Inodes, listings, the lock and the journal append of the view of ``home``."""
+    """Inodes, listings, mount points, the lock and the journal append of a view of one or
+    more namespaces: ``home`` at ``/``, each of ``mounts`` at its path (a name directly in
+    the home root)."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class ViewBase:
         gid: int,
         preserve_ownership: bool = False,
         stage_pool: StagePool | None = None,
+        mounts: Mapping[DrivePath, NamespacePorts] | None = None,
     ) -> None:
         self._stage_pool = stage_pool
         self._memory_budget = MemoryBudget(STAGED_MEMORY_BYTES)
@@ -99,6 +102,9 @@ class ViewBase:
         )  # fmt: skip
         self._home = Namespace(home, self._root)
         self._namespaces: dict[NamespaceId, Namespace] = {home.namespace_id: self._home}
+        self._mounts: dict[bytes, Namespace] = {}  # by their name in the home root
+        for path, ports in (mounts or {}).items():
+            self._mount(path, ports, now)
         self._root.inode = ROOT_INODE
         self._next_inode = ROOT_INODE + 1
         self._inodes: dict[int, Node] = {ROOT_INODE: self._root}
@@ -108,6 +114,26 @@ class ViewBase:
         self._invalidations: list[Invalidation] = []
         self._invalidations_ready = trio.Event()
         self._versions_stale = False
+
+    def _mount(self, path: DrivePath, ports: NamespacePorts, now: int) -> None:
+        """Show the namespace of ``ports`` at ``path``, a name directly in the home root
+        (deeper mount points are refused: ``ValueError``, as for ``.versions``, a name
+        mounted twice or a namespace shown twice)."""
+        if len(path.components) != 1:
+            raise ValueError(f"{path!r}: a namespace is mounted directly in the home root")
+        name = path.name
+        if name == VERSIONS_NAME or name in self._mounts:
+            raise ValueError(f"{path!r}: the name is taken")
+        if ports.namespace_id in self._namespaces:
+            raise ValueError(f"{path!r}: the namespace is shown already")
+        root = Node(
+            kind=EntryKind.DIR, name=name, parent=self._root, namespace_id=ports.namespace_id,
+            mode=0o755, uid=self._uid, gid=self._gid, size=0, mtime_ns=now, ctime_ns=now,
+            tree_id=EMPTY_TREE.id, remote=True,
+        )  # fmt: skip
+        namespace = Namespace(ports, root)
+        self._namespaces[ports.namespace_id] = namespace
+        self._mounts[name] = namespace
 
     def _namespace(self, namespace_id: NamespaceId | None) -> Namespace:
         """The namespace ``namespace_id`` names (``None``: the home namespace)."""
@@ -121,10 +147,16 @@ class ViewBase:
     def _namespace_of(self, node: Node) -> Namespace:
         return self._namespaces[node.namespace_id]
 
+    def _is_mount_point(self, node: Node) -> bool:
+        """Whether ``node`` is a mounted namespace's root (a name in the home root)."""
+        return node.parent is not None and node is self._namespace_of(node).root
+
     def _hidden(self, directory: Node, name: bytes) -> bool:
         """Whether ``name`` of ``directory``'s committed tree is not shown as its entry:
-        the home root's ``.versions`` (the view's own)."""
-        return directory is self._root and name == VERSIONS_NAME
+        the home root's ``.versions`` (the view's own), and the names mounted namespaces
+        take there (a home entry of that name is shadowed: kept on the server, untouched
+        and unseen, while the namespace is mounted over it)."""
+        return directory is self._root and (name == VERSIONS_NAME or name in self._mounts)
 
     async def _thread(self, function: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
         """``function`` in a worker thread under the mount's limiter (``run_in_thread``)."""
@@ -218,6 +250,8 @@ class ViewBase:
                     for entry in tree
                     if not self._hidden(node, entry.name)
                 }
+                if node is self._root:
+                    children.update((name, shown.root) for name, shown in self._mounts.items())
                 node.children = children
         return node.children
 
@@ -366,7 +400,7 @@ class ViewBase:
     def _free_name(self, parent: Node, name: bytes) -> dict[bytes, Node]:
         """The listing ``name`` is free in (under ``_lock``, see ``_listed``)."""
         check_name(name)
-        if self._hidden(parent, name):  # ``.versions``
+        if self._hidden(parent, name):  # ``.versions``, or a mounted namespace's root
             raise FsError(errno.EEXIST)
         children = self._listed(parent)
         if parent.detached:  # removed while this request waited for the lock
@@ -377,8 +411,9 @@ class ViewBase:
 
     def _journals_attrs(self, node: Node) -> bool:
         """Whether an attribute change needs its own setattr entry: not for the root (no
-        entry stores it: the change stays in memory), a path the server does not know yet,
-        or a file whose coming put carries the attributes."""
+        entry stores it: the change stays in memory; a mounted namespace's root alike), a
+        path the server does not know yet, or a file whose coming put carries the
+        attributes."""
         if node is self._namespace_of(node).root or not node.remote or node.detached:
             return False
         return not (node.dirty and node.writers)

@@ -1,15 +1,17 @@
-"""The filesystem model: one namespace as a POSIX tree of inodes, kernel-free.
+"""The filesystem model: namespaces as one POSIX tree of inodes, kernel-free.
 
-``FileSystemModel`` is the view the mount shows: the namespace's head tree, fetched lazily
-directory by directory through the ``Fetcher``, plus an in-memory overlay of local changes
-the server has not confirmed (new, changed, moved and removed entries, open files and their
-staged content), the inode table, directory and file handles, and the read-only
-``/.versions`` tree of retained commits. It is built in layers, each a module of this
-package and a class on top of the one below:
+``FileSystemModel`` is the view the mount shows: the home namespace's head tree at ``/``
+and any other namespace's (a shared folder) mounted at a name in the home root
+(``/Team``), each fetched lazily directory by directory through its own ``Fetcher``,
+plus an in-memory overlay of local changes the server has not confirmed (new, changed,
+moved and removed entries, open files and their staged content), the inode table,
+directory and file handles, and the read-only ``/.versions`` tree of retained commits.
+It is built in layers, each a module of this package and a class on top of the one below:
 
 - ``namespaces``: the state of each namespace shown (root, head, held-back names) and
   the ports it is wired to;
-- ``base.ViewBase``: the inode table, listings, the model lock, the journal append;
+- ``base.ViewBase``: the inode table, listings, mount points, the model lock, the journal
+  append;
 - ``content.FileContent``: open files, copy-on-write staging, a file's put at close/fsync;
 - ``following.FollowingServer``: a new head from the server applied in place;
 - ``replay.JournalReplay``: the start (the head, and the journal replayed onto it);
@@ -21,6 +23,17 @@ and hands each new head to ``following``.
 It is built from what ``ports`` names (content by id, the server's history, the journal,
 the uploader's nudge), one ``NamespacePorts`` per namespace and one journal for all, so
 the mount wires in the real parts and a test anything alike.
+
+Several namespaces: every node belongs to one (``Node.namespace_id``), and a change is
+journaled for the node's namespace with the path inside it (``/Team/a`` is ``a`` in Team),
+its content fetched through that namespace's fetcher; ``apply_head``, ``recheck`` and
+``raise_floor`` act on the namespace they are given, and ``start`` replays each one's
+journal entries onto its own root. A mount point is a name directly in the home root
+(deeper ones are refused); it hides a home entry of the same name (shadowed: kept on the
+server and in every home head, neither shown nor changed). Across namespaces rename(2)
+and link(2) answer EXDEV (``mv`` copies and removes); rmdir, unlink and rename of a mount
+point, or onto one, EBUSY; creating its name in the home root, EEXIST. ``/.versions`` is
+the home namespace's history only.
 
 Every change is applied to the overlay at once and journaled (``boxfs.journal``) before
 the call returns, then the uploader is nudged: a burst of metadata changes never waits
@@ -34,18 +47,15 @@ talk to the server other than through the ``Fetcher`` (trees, chunks) and ``Remo
 anything blocking on the loop, or hold anything proportional to a file's size.
 
 Who calls it: the FUSE adapter's request handlers, as trio tasks on the mount's one loop;
-the syncer (``apply_head``, ``recheck``) and the notifier (``wait_invalidations``). All
-state lives on that loop and is touched only between awaits (``docs/concurrency.md``).
+the syncer of each namespace (``apply_head``, ``recheck``) and the notifier
+(``wait_invalidations``). All state lives on that loop and is touched only between awaits
+(``docs/concurrency.md``).
 
 Known limits: a file written here keeps its staged file pinned while its node lives (until
 a sync from another device replaces the content); a truncate of a closed file is journaled
 at once as a put (the journal never merges entries); new entries take the mount's uid/gid;
-hard links always raise ``FsError(EPERM)``. One namespace per view: its state (id, root,
-head, held-back names, fetcher, uploader) is a ``namespaces.Namespace``, every node names
-the namespace it belongs to (``Node.namespace_id``), and each journal append, path, fetch,
-head and replay goes through the node's own, or the one ``apply_head``, ``recheck`` and
-``raise_floor`` are given: the seam where a view of several namespaces mounted at paths (a
-shared folder at ``/Team``) will hold one such state per mounted namespace.
+hard links raise ``FsError(EPERM)`` (EXDEV across namespaces); a mounted namespace's root keeps its
+attributes in memory only (no entry stores them, as for ``/``).
 """
 
 from __future__ import annotations
@@ -54,4 +64,4 @@ from boxfs.view.posix import NamespaceRules
 
 
 class FileSystemModel(NamespaceRules):
-    """The view of one namespace: see the module docstring."""
+    """The view of the home namespace and those mounted in it: see the module docstring."""

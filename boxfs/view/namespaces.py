@@ -37,12 +37,11 @@ class NamespacePorts:
 @dataclass(eq=False, slots=True)
 class Namespace:
     """One namespace as the view shows it. ``root`` is the home root (``/``) for the home
-    namespace, else the directory node named ``mount_name`` in the home root, whose paths
-    start afresh (``/Team/a`` is ``a`` in Team)."""
+    namespace, else its mount point, a directory node in the home root named as mounted,
+    where its paths start afresh (``/Team/a`` is ``a`` in Team)."""
 
     ports: NamespacePorts
     root: Node
-    mount_name: bytes | None = None  # None: the home namespace
     head: CommitId | None = None  # the commit shown (None: no commit yet)
     head_sequence: int = -1  # the sequence of ``head``
     floor_sequence: int = -1  # no head older than this is shown (``raise_floor``)

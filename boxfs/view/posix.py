@@ -165,6 +165,8 @@ class NamespaceRules(JournalReplay):
 
         async def change() -> None:
             node = self._listed_child(directory, name)
+            if self._is_mount_point(node):
+                raise FsError(errno.EBUSY)
             self._check_writable(node)
             if node.kind is not EntryKind.DIR:
                 raise FsError(errno.ENOTDIR)
@@ -181,6 +183,8 @@ class NamespaceRules(JournalReplay):
 
         async def change() -> None:
             node = self._listed_child(directory, name)
+            if self._is_mount_point(node):
+                raise FsError(errno.EBUSY)
             self._check_writable(node)
             if node.kind is EntryKind.DIR:
                 raise FsError(errno.EISDIR)
@@ -194,10 +198,15 @@ class NamespaceRules(JournalReplay):
     async def rename(
         self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int
     ) -> None:
+        """rename(2) inside one namespace. From one namespace to another: EXDEV, and
+        nothing changes (``mv`` then copies and removes); of a mounted namespace's root, or
+        onto one: EBUSY."""
         if flags & ~RENAME_NOREPLACE:
             raise FsError(errno.EINVAL)
         source_dir = self._writable_dir(old_parent)
         target_dir = self._writable_dir(new_parent)
+        if source_dir.namespace_id != target_dir.namespace_id:
+            raise FsError(errno.EXDEV)
         check_name(new)
         if target_dir is self._root and new == VERSIONS_NAME:
             raise FsError(errno.EROFS)
@@ -208,11 +217,15 @@ class NamespaceRules(JournalReplay):
     ) -> None:
         """rename's checks and change, under ``_lock`` (through ``_change``)."""
         node = self._listed_child(source_dir, old)
+        if self._is_mount_point(node):
+            raise FsError(errno.EBUSY)
         self._check_writable(node)
         targets = self._listed(target_dir)
         if source_dir.detached or target_dir.detached:
             raise FsError(errno.ENOENT)
         replaced = targets.get(new)
+        if replaced is not None and self._is_mount_point(replaced):
+            raise FsError(errno.EBUSY)
         if replaced is node:
             return
         ancestor: Node | None = target_dir
@@ -309,7 +322,10 @@ class NamespaceRules(JournalReplay):
         return self._attr(node)
 
     async def link(self, inode: int, new_parent: int, new_name: bytes) -> Attr:
-        """Hard links are not part of the format: always EPERM."""
+        """Hard links are not part of the format: EPERM (EXDEV from one namespace into
+        another, as link(2) checks that first)."""
+        if self._node(inode).namespace_id != self._node(new_parent).namespace_id:
+            raise FsError(errno.EXDEV)
         raise FsError(errno.EPERM)
 
     async def getxattr(self, inode: int, name: bytes) -> bytes:
@@ -351,7 +367,7 @@ class NamespaceRules(JournalReplay):
     async def _set_xattrs(self, node: Node, xattrs: tuple[tuple[bytes, bytes], ...]) -> None:
         namespace = self._namespace_of(node)
         if node is namespace.root:
-            raise FsError(errno.EPERM)  # the drive's root is no entry: it has no xattrs
+            raise FsError(errno.EPERM)  # a namespace's root is no entry: it has no xattrs
         async with self._lock:
             if self._journals_attrs(node):
                 op = SetAttr(self._path(node), AttrChanges(xattrs=xattrs))

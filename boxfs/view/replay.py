@@ -91,10 +91,15 @@ class JournalReplay(FollowingServer):
         self, namespace: Namespace, path: DrivePath
     ) -> tuple[Node, dict[bytes, Node]]:
         """The directory holding ``path`` inside ``namespace`` and its entries
-        (materialized)."""
+        (materialized). A path through a name the view keeps for itself (a mounted
+        namespace's root shadowing a home entry, ``.versions``) is not shown: EBUSY."""
         node = namespace.root
         for name in path.components[:-1]:
+            if self._hidden(node, name):
+                raise FsError(errno.EBUSY)
             node = await self._child(node, name)
+        if self._hidden(node, path.name):
+            raise FsError(errno.EBUSY)
         return node, await self._children(node)
 
     async def _replay(self, namespace: Namespace, seq: int, op: JournalOp) -> None:
