@@ -24,7 +24,7 @@ import trio
 from boxfs.remote import Remote
 from boxfs.view import ROOT_INODE, FileSystemModel, FsError, Invalidation
 from boxfs.view.syncer import Syncer
-from tests.boxfs.test_fs_model import (
+from tests.boxfs.test_view import (
     PASSWORD,
     Mount,
     mounted,

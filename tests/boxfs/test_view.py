@@ -6,7 +6,7 @@ as the view's ports want them) with a real journal and staging directory; nothin
 the journal, so the tests see exactly what the model appended. The tests that upload (a
 replay of an earlier mount's journal, that must reach the server) run against one real
 ``boxfs-server`` for the module. Uploads and ``.versions`` are
-in ``tests/integration/test_fs_model_live.py``."""
+in ``tests/integration/test_view_live.py``."""
 
 from __future__ import annotations
 

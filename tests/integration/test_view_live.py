@@ -20,7 +20,7 @@ import trio
 from boxfs.remote import Remote
 from boxfs.view import ROOT_INODE, VERSIONS_NAME, FileSystemModel, FsError
 from store.ids import NamespaceId
-from tests.boxfs.test_fs_model import PASSWORD, fails, mounted, names_of, read_all, write_file
+from tests.boxfs.test_view import PASSWORD, fails, mounted, names_of, read_all, write_file
 from tests.integration.drive_api import head_entries
 from tests.integration.server_process import ServerProcess
 from tests.integration.test_fetcher_live import FaultyRemote

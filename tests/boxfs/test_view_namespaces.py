@@ -27,7 +27,7 @@ from store.objects import decode_commit
 from store.ops import Attrs, Delete, Mkdir, Move, Op, Put, SetAttr
 from store.protocol import DrivePath
 from tests.boxfs.memory_drive import MemoryDrive, NoUploads
-from tests.boxfs.test_fs_model import GID, TIMEOUT_S, UID, fails, names_of, read_all, write_file
+from tests.boxfs.test_view import GID, TIMEOUT_S, UID, fails, names_of, read_all, write_file
 
 TEAM = b"Team"
 
