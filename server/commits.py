@@ -48,7 +48,6 @@ import dataclasses
 import io
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +55,7 @@ from typing import Final
 
 import blake3
 import sqlalchemy as sa
+from cachetools import LRUCache
 from merge3 import Merge3
 
 from server import audit
@@ -122,15 +122,13 @@ class DbTrees:
 
     def __init__(self, connection: sa.Connection, cache_trees: int = TREE_CACHE_TREES) -> None:
         self._connection = connection
-        self._cache: OrderedDict[TreeId, Tree] = OrderedDict()
-        self._cache_trees = cache_trees
+        self._cache: LRUCache[TreeId, Tree] = LRUCache(cache_trees)
 
     def load_tree(self, tree_id: TreeId) -> Tree:
         if tree_id == EMPTY_TREE_ID:
             return EMPTY_TREE
         tree = self._cache.get(tree_id)
         if tree is not None:
-            self._cache.move_to_end(tree_id)
             return tree
         data = self._connection.execute(
             sa.select(tables.trees.c.data).where(tables.trees.c.id == bytes(tree_id))
@@ -138,9 +136,8 @@ class DbTrees:
         if data is None:
             raise NotFoundError("tree", tree_id.hex())
         tree = decode_tree(bytes(data), expected=tree_id)
-        self._cache[tree_id] = tree
-        if len(self._cache) > self._cache_trees:
-            self._cache.popitem(last=False)
+        if self._cache.maxsize:  # 0: no caching (a walk that reads each tree once)
+            self._cache[tree_id] = tree
         return tree
 
 
