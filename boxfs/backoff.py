@@ -9,7 +9,7 @@ Must not: sleep, or know an I/O framework: the caller waits (``trio.sleep``) and
 what counts as success. Not thread-safe: one retrying loop owns each instance.
 
 Who calls it: the uploader's rounds (``Uploader.run``), the syncer's listener and applier
-(``Syncer``), and any loop of the client that retries (the CLI's ``apply_ops`` may).
+(``Syncer``), and the headless drive's resend of a batch (``boxfs.drive.Drive.apply``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 framed) and by the protocol's id count. ``send_framed`` frames each group in a worker
 thread while the group before it travels, uploads it, and raises ``ProtocolError`` when the
 server does not say it stored every frame of a group (a put naming the missing chunk
-would be refused later; failing here lets the caller retry the round instead). Which
+would be refused later; failing here lets the caller retry the round instead). A failure
+leaves as itself, not inside the exception group of the nursery that sends. Which
 chunks the server lacks is the caller's question (``Remote.missing_chunks``), asked once
 for a whole batch of files.
 
@@ -20,6 +21,7 @@ from typing import Final, TypeVar
 
 import trio
 
+from boxfs.errors import single_failure
 from boxfs.remote import Remote
 from boxfs.threads import run_in_thread
 from store import protocol
@@ -77,15 +79,16 @@ async def send_framed(
                 await send_channel.send(await run_in_thread(limiter, frame, group))
 
     total = 0
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(frame_all)
-        async with receive_channel:
-            async for frames in receive_channel:
-                stored = set(await remote.upload_chunks(namespace_id, frames))
-                lost = next((chunk_id for chunk_id, _ in frames if chunk_id not in stored), None)
-                if lost is not None:
-                    raise protocol.ProtocolError(f"the server did not store chunk {lost.hex()}")
-                sent = sum(len(data) for _, data in frames)
-                total += sent
-                on_sent(sent)
+    with single_failure():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(frame_all)
+            async with receive_channel:
+                async for frames in receive_channel:
+                    stored = set(await remote.upload_chunks(namespace_id, frames))
+                    lost = next((cid for cid, _ in frames if cid not in stored), None)
+                    if lost is not None:
+                        raise protocol.ProtocolError(f"the server did not store chunk {lost.hex()}")
+                    sent = sum(len(data) for _, data in frames)
+                    total += sent
+                    on_sent(sent)
     return total

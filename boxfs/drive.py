@@ -9,9 +9,9 @@ lost, so it applies once. ``open_drive`` reads the head, starts the fetcher's ba
 task and stops it again when the block ends.
 
 It holds no lock of the device home: a mount of the same home may run meanwhile (the CLI
-passes the mount's cache opened read-only, or none). Trees stay in the fetcher's memory
-cache for the life of the drive; file content is handed over piece by piece
-(``READ_PIECE_BYTES``), never held whole.
+passes the mount's cache opened read-only, or none). Trees used last stay in the
+fetcher's memory cache (bounded: ``boxfs.fetcher.RECENT_TREE_BYTES``); file content is
+handed over piece by piece (``READ_PIECE_BYTES``), never held whole.
 
 Must not: print, parse arguments, import pyfuse3 or ``boxfs.cli``, or block the loop
 (verification and the caller's sink run in worker threads through the ``limiter``). Who
@@ -29,6 +29,7 @@ import blake3
 import trio
 
 from boxfs.backoff import Backoff
+from boxfs.errors import single_failure
 from boxfs.fetcher import Fetcher
 from boxfs.remote import Remote
 from store import ops, protocol
@@ -241,9 +242,10 @@ async def open_drive(
         prefetch_chunks=_PREFETCH_CHUNKS, recent_plaintext_bytes=_RECENT_PLAINTEXT_BYTES,
         max_batch_chunks=_BATCH_CHUNKS, max_concurrent_batches=_CONCURRENT_BATCHES,
     )  # fmt: skip
-    async with trio.open_nursery() as nursery:
-        await nursery.start(fetcher.run)
-        try:
-            yield Drive(remote, info.namespace_id, root, fetcher, limiter)
-        finally:
-            nursery.cancel_scope.cancel()
+    with single_failure():  # what the caller's block raises leaves as itself
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fetcher.run)
+            try:
+                yield Drive(remote, info.namespace_id, root, fetcher, limiter)
+            finally:
+                nursery.cancel_scope.cancel()

@@ -6,10 +6,14 @@ format problems are ``store.errors`` classes. This module adds what only a devic
 its home (not logged in, a broken configuration) and bad user input on the command line.
 The CLI maps all of them to one line and an exit code (``boxfs.cli.exit_codes``).
 ``leaf_exceptions`` finds them inside the exception groups a trio nursery wraps them in
-(the uploader's rounds, the CLI's boundary).
+(the uploader's rounds, the CLI's boundary); ``single_failure`` lets a lone one out of a
+nursery as itself, for helpers whose callers catch a class.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class BoxfsError(Exception):
@@ -45,3 +49,16 @@ def leaf_exceptions(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
     return [exc]
+
+
+@contextmanager
+def single_failure() -> Iterator[None]:
+    """Around a trio nursery: when one exception ends it, that exception leaves as itself
+    (its traceback kept), not inside an exception group; several stay a group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = leaf_exceptions(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise

@@ -725,15 +725,20 @@ class Fetcher:
             raise errors[0]
 
     async def _fetch_trees(self, mine: dict[TreeId, _Pending[Tree]]) -> None:
-        """Fetch ``mine`` in one request and settle each; a cancelled fetch abandons them."""
+        """Fetch ``mine`` (one request per ``MAX_IDS_PER_REQUEST`` ids, each given
+        ``request_timeout_s``) and settle each; a cancelled fetch abandons them."""
         try:
-            self._stats.tree_requests += 1
-            with trio.move_on_after(self._timeout_s) as scope:
-                encodings = await self._remote.trees(self._namespace_id, list(mine))
-            if scope.cancelled_caught:
-                raise protocol.UnavailableError(
-                    f"{self._remote.base_url} sent no trees within {self._timeout_s:g} s"
-                )
+            ids = list(mine)
+            encodings: dict[TreeId, bytes | None] = {}
+            for start in range(0, len(ids), protocol.MAX_IDS_PER_REQUEST):
+                self._stats.tree_requests += 1
+                part = ids[start : start + protocol.MAX_IDS_PER_REQUEST]
+                with trio.move_on_after(self._timeout_s) as scope:
+                    encodings.update(await self._remote.trees(self._namespace_id, part))
+                if scope.cancelled_caught:
+                    raise protocol.UnavailableError(
+                        f"{self._remote.base_url} sent no trees within {self._timeout_s:g} s"
+                    )
             results = await run_in_thread(self._limiter, self._accept_trees, list(mine), encodings)
             for tree_id, result in results.items():
                 if isinstance(result, Tree):

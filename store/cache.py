@@ -442,20 +442,25 @@ class ObjectCache:
     def _open_readonly(cls, path: Path) -> ObjectCache:
         if not (path / "data.mdb").is_file():
             raise NotFoundError("object cache", str(path))
-        env = lmdb.open(
-            str(path),
-            map_size=0,  # adopt the size the writer last committed
-            subdir=True,
-            readonly=True,
-            lock=True,  # take a reader slot, so the writer will not reuse pages we read
-            max_dbs=len(_DB_NAMES),
-            readahead=False,
-        )
+        try:
+            env = lmdb.open(
+                str(path),
+                map_size=0,  # adopt the size the writer last committed
+                subdir=True,
+                readonly=True,
+                lock=True,  # take a reader slot, so the writer will not reuse pages we read
+                max_dbs=len(_DB_NAMES),
+                readahead=False,
+            )
+        except lmdb.Error as exc:  # damaged, or not readable by this user
+            raise CacheError(f"object cache {path} cannot be opened: {exc}") from exc
         try:
             try:
                 handles = [env.open_db(name, create=False) for name in _DB_NAMES]
             except lmdb.NotFoundError as exc:
                 raise NotFoundError("object cache", str(path)) from exc
+            except lmdb.Error as exc:
+                raise CacheError(f"object cache {path} cannot be read: {exc}") from exc
             dbs = _Dbs(*handles)
             cache = cls(env, dbs, path=path, readonly=True, budget_bytes=0, max_map_bytes=0)
             with cache._lock:

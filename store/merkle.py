@@ -436,9 +436,8 @@ def apply_edits(source: TreeSource, root: TreeId, edits: Sequence[Op]) -> EditRe
     changed (for one edit at depth d: the d+1 trees from its directory up to the root).
     Pure: it returns a new root or raises, and the source is only read. Errors: a missing
     parent or path is ``NotFoundError``; a non-directory where a directory is expected, an
-    existing name for ``Mkdir``, a directory under ``Put``, a non-empty directory under a
-    ``Move``, or a directory moving into itself is ``ConflictError``; an invalid path or
-    attribute is ``FormatError``.
+    existing name for ``Mkdir``, a directory under ``Put``, or a non-empty directory under
+    a ``Move`` is ``ConflictError`` (a move into itself cannot be built: ``store.ops``).
 
     Nothing is implied: a parent directory's mtime changes only if an edit sets it.
     """

@@ -19,8 +19,10 @@ What an op means, in one place:
 - ``Mkdir``: create an empty directory with ``attrs``.
 - ``Move``: rename(2) ``src`` to ``dst``, carrying a subtree along; ``dst`` is never
   ``src`` or inside it.
-- ``Delete``: remove a non-directory or an empty directory; with ``base``, only while the
-  file still has that content.
+- ``Delete``: remove a non-directory or a whole directory; with ``base``, only while the
+  file still has that content. The commit path refuses a client's delete of a directory
+  that is not empty at the head (``server.commits``); the server's history deletes whole
+  ones.
 - ``SetAttr``: change the attributes ``changes`` sets; content and children stay.
 
 ``apply_edits`` applies ops as they are, without ``base``: comparing a base with the head

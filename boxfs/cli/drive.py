@@ -16,8 +16,9 @@ merges or writes a conflicted copy otherwise.
 Network calls go through ``boxfs.remote.Remote`` inside the command's one ``trio.run``.
 Chunking, hashing, zstd and big file writes run in worker threads
 (``trio.to_thread.run_sync``): the scan of local files in a thread of its own that feeds a
-bounded channel, frame encoding through the ``CapacityLimiter`` the command passes (sized
-to the CPUs). It must not print (it only advances the progress bar it is given; the
+bounded channel, frame encoding (a group of chunks per worker-thread call, the next group
+framed while one travels: ``boxfs.chunk_sender``) through the ``CapacityLimiter`` the
+command passes. It must not print (it only advances the progress bar it is given; the
 commands print what it returns), parse arguments, or import ``server`` or pyfuse3. Called
 by the commands, from the trio thread.
 """
@@ -79,7 +80,7 @@ async def opened_drive(
         )
     except NotFoundError:
         cache = None  # no mount has run here yet
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:  # the cache is only a shortcut: go without it
         _log.warning("not using the object cache of %s: %s", home, exc)
     try:
         async with open_drive(remote, limiter, cache) as drive:

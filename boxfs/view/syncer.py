@@ -23,8 +23,8 @@ backoff.
 Every call into the model names the syncer's namespace (``apply_head``, ``recheck``,
 ``raise_floor``, ``head_of``, ``deferred_in``), so a view of several namespaces is
 followed by one syncer per namespace, each with that namespace's uploader relay: for a
-namespace mounted in the view (``FileSystemModel(mounts=...)``), ``boxfs.mount`` builds a
-second fetcher, uploader and syncer beside the home ones (``mount._build_drive``), all on
+namespace mounted in the view (``FileSystemModel(mounts=...)``), ``boxfs.mount`` would build
+a second fetcher, uploader and syncer beside the home ones (``mount._build_drive``), all on
 the one ``Remote`` and journal. Today the mount shows the home namespace only.
 
 Who calls it: ``boxfs.mount`` starts ``run`` in its root nursery after the model's

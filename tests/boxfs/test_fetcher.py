@@ -9,7 +9,7 @@ paths are pinned against a real server in tests/integration/test_fetcher_live.py
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -259,3 +259,48 @@ def test_trees_used_again_come_from_memory_within_their_byte_bound(
                     await fetcher.tree(big.id)
 
         trio.run(main)
+
+
+class SlowTrees(Remote):
+    """Fault injection: answers tree requests from memory, each taking ``delay_s``, in
+    requests of at most ``MAX_IDS_PER_REQUEST`` ids as the real client sends them."""
+
+    def __init__(self, encodings: dict[TreeId, bytes], delay_s: float) -> None:
+        super().__init__("http://127.0.0.1:9")
+        self.encodings = encodings
+        self.delay_s = delay_s
+        self.requests = 0
+
+    async def trees(
+        self, namespace_id: NamespaceId, ids: Sequence[TreeId]
+    ) -> dict[TreeId, bytes | None]:
+        found: dict[TreeId, bytes | None] = {}
+        for start in range(0, len(ids), protocol.MAX_IDS_PER_REQUEST):
+            self.requests += 1
+            await trio.sleep(self.delay_s)
+            found.update(
+                (tree_id, self.encodings.get(tree_id))
+                for tree_id in ids[start : start + protocol.MAX_IDS_PER_REQUEST]
+            )
+        return found
+
+
+def test_many_trees_are_fetched_with_a_deadline_per_request_not_one_for_all() -> None:
+    trees = [
+        Tree.of([FileEntry(name=b"f%d" % n, kind=EntryKind.FIFO, mode=0o644, uid=0, gid=0,
+                           size=0, mtime_ns=n)])
+        for n in range(protocol.MAX_IDS_PER_REQUEST + 200)
+    ]  # fmt: skip
+    encodings = {tree.id: tree.encode() for tree in trees}
+    # Each request takes 60% of the timeout; the two together would take 120% of it.
+    remote = SlowTrees(encodings, delay_s=0.3)
+
+    async def main() -> dict[TreeId, Tree]:
+        fetcher = Fetcher(
+            remote, NamespaceId(bytes(16)), None, trio.CapacityLimiter(2), request_timeout_s=0.5
+        )
+        return await fetcher.trees(list(encodings))
+
+    found = trio.run(main)
+    assert found == {tree.id: tree for tree in trees}
+    assert remote.requests == 2

@@ -89,11 +89,15 @@ def test_kill_9_during_an_upload_leaves_no_partial_state(tmp_path: Path) -> None
                         await remote.upload_chunks(home, frames)
 
                 nursery.start_soon(upload)
-                # Killed as soon as the first chunk reaches the blob store: mid-request
-                # however fast the machine is (a fixed sleep let the upload finish first).
+                # Killed as soon as the first chunk is stored (a blob whole, not a
+                # temporary file): mid-request however fast the machine is (a fixed sleep
+                # let the upload finish first).
                 blobs = server.data_dir / "blobs"
                 with trio.fail_after(10):
-                    while not any(path.is_file() for path in blobs.glob("*/*/*")):
+                    while not any(
+                        path.is_file() and not path.name.startswith(".tmp-")
+                        for path in blobs.glob("*/*/*")
+                    ):
                         await trio.sleep(0.001)
                 server.kill()
 

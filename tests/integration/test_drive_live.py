@@ -1,20 +1,24 @@
 """Over a real server process: the headless drive the CLI uses (``boxfs/drive.py``) reads
 the head through the mount's fetcher, whole files exactly, from a mount's cache opened
-read-only without downloading what it holds and without writing to it, and refuses
-content whose hash is not the entry's before handing over its last piece."""
+read-only without downloading what it holds and without writing to it (and without it
+when it is damaged), and refuses content whose hash is not the entry's before handing
+over its last piece."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
 import trio
 
+from boxfs.cli.drive import opened_drive
 from boxfs.drive import READ_PIECE_BYTES, open_drive
 from boxfs.fetcher import Fetcher
+from boxfs.home import Home
 from store.cache import ObjectCache, ObjectKind
-from store.errors import IntegrityError
+from store.errors import IntegrityError, NotFoundError
 from store.ids import ContentHash
 from store.paths import DrivePath
 from tests.integration.server_process import ServerProcess
@@ -123,5 +127,39 @@ def test_a_mount_s_cache_opened_read_only_serves_what_it_holds_and_is_never_writ
             before.object_count,
             before.stored_bytes,
         )
+
+    trio.run(main)
+
+
+def test_a_damaged_cache_in_the_home_is_passed_over_with_a_warning(
+    server_process: ServerProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = Home(tmp_path / "home")
+    (home.cache_dir / "data.mdb").write_bytes(b"not an LMDB file" * 1024)
+
+    async def main() -> None:
+        async with CountingRemote(server_process.url) as remote:
+            made = await make_drive(remote)
+            async with opened_drive(home, remote, trio.CapacityLimiter(2)) as drive:
+                entry = await drive.lookup(DrivePath.from_bytes(TEXT_NAME))
+                assert entry == made.entries[TEXT_NAME]
+                pieces: list[bytes] = []
+                await drive.read(entry, pieces.append)
+        assert b"".join(pieces) == made.contents[TEXT_NAME]
+
+    with caplog.at_level(logging.WARNING, logger="boxfs.cli.drive"):
+        trio.run(main)
+    assert any("not using the object cache" in record.getMessage() for record in caplog.records)
+
+
+def test_what_the_caller_s_block_raises_leaves_the_drive_as_itself(
+    server_process: ServerProcess,
+) -> None:
+    async def main() -> None:
+        async with CountingRemote(server_process.url) as remote:
+            await make_drive(remote)
+            with pytest.raises(NotFoundError, match="drive folder not found: nowhere"):
+                async with open_drive(remote, trio.CapacityLimiter(2)):
+                    raise NotFoundError("drive folder", "nowhere")  # not in an exception group
 
     trio.run(main)
