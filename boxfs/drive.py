@@ -32,6 +32,7 @@ from boxfs.backoff import Backoff
 from boxfs.errors import single_failure
 from boxfs.fetcher import Fetcher
 from boxfs.remote import Remote
+from boxfs.threads import run_in_thread
 from store import ops, protocol
 from store.cache import ObjectCache
 from store.errors import ConflictError, IntegrityError, TransientError
@@ -161,7 +162,7 @@ class Drive:
             if not piece:
                 raise IntegrityError(expected.hex(), f"{offset} of {entry.size} bytes", "file")
             offset += len(piece)
-            await trio.to_thread.run_sync(take, piece, offset >= entry.size, limiter=self._limiter)
+            await run_in_thread(self._limiter, take, piece, offset >= entry.size)
             progress(len(piece))
         if entry.size == 0:
             check(last=True)
@@ -235,7 +236,7 @@ async def open_drive(
         data = (await remote.commits(info.namespace_id, [info.head])).get(info.head)
         if data is None:
             raise IntegrityError(info.head.hex(), "nothing (the server sent no commit)", "commit")
-        commit = await trio.to_thread.run_sync(decode_commit, data, info.head, limiter=limiter)
+        commit = await run_in_thread(limiter, decode_commit, data, info.head)
         root = commit.root
     fetcher = Fetcher(
         remote, info.namespace_id, cache, limiter,

@@ -44,6 +44,7 @@ from boxfs.drive import Drive, open_drive
 from boxfs.errors import UsageError
 from boxfs.home import Home, Session
 from boxfs.remote import Remote
+from boxfs.threads import run_in_thread
 from store import ops, protocol
 from store.cache import ObjectCache
 from store.chunking import ChunkStream
@@ -75,8 +76,8 @@ async def opened_drive(
     (read-only: a mount may own it), the rest are fetched."""
     cache: ObjectCache | None = None
     try:
-        cache = await trio.to_thread.run_sync(
-            lambda: ObjectCache.open(home.cache_dir, readonly=True)
+        cache = await run_in_thread(
+            limiter, lambda: ObjectCache.open(home.cache_dir, readonly=True)
         )
     except NotFoundError:
         cache = None  # no mount has run here yet

@@ -309,7 +309,7 @@ class FollowingServer(FileContent):
         if children is None:  # forgotten meanwhile
             node.tree_id = tree_id
             return
-        entries = {entry.name: entry for entry in tree if not self._hidden(node, entry.name)}
+        entries = {entry.name: entry for entry in tree}
         own = await self._own_put_hashes(children.values())
         for name in sorted(entries.keys() | children.keys()):
             await self._sync_name(
