@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from server import retention
-from server.routes import accounts, content, events, history, ops
+from server.routes import accounts, content, events, history, ops, sharing
 from server.routes.endpoint import endpoint
 from server.settings import Settings
 from server.state import ServerState
@@ -160,7 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> protocol.Health:
         return protocol.Health(server_version=version("boxfs"))
 
-    for module in (accounts, content, ops, history, events):
+    for module in (accounts, content, ops, history, events, sharing):
         app.include_router(module.router)
     app.add_middleware(ProtocolGuard)
     return app

@@ -51,7 +51,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import blake3
 import sqlalchemy as sa
@@ -552,7 +552,7 @@ class _OpsPlanner:
                 case SetAttr():
                     self.draft.add(index, [op])
                     return _applied(op.path, f"setattr {_show(op.path)}")
-        except (NotFoundError, ConflictError) as exc:
+        except (NotFoundError, ConflictError, protocol.ForbiddenError) as exc:
             if _is_missing_tree(exc):
                 raise
             return _Outcome(rejected(path_of(op), exc))
@@ -570,6 +570,8 @@ class _OpsPlanner:
         current = self.draft.lookup(op.path.components)
         if current is None:
             raise NotFoundError("path", _show(op.path))
+        if current.kind is EntryKind.MOUNT:
+            raise ConflictError(_show(op.path), "is a shared folder: leave it, or unshare it")
         if op.base is not None and current.content_hash != op.base:
             raise protocol.StaleBaseError(
                 _show(op.path), "the file changed since that base: the newer version stays"
@@ -583,6 +585,10 @@ class _OpsPlanner:
 
     def _put(self, index: int, op: Put) -> _Outcome:
         path, incoming = op.path, op.entry
+        if incoming.kind is EntryKind.MOUNT:
+            raise protocol.ForbiddenError(
+                f"{_show(path)}: only the server places a shared folder", {"path": _show(path)}
+            )
         chunk_ids = tuple(dict.fromkeys(ref.chunk_id for ref in incoming.chunks))
         missing = [chunk_id for chunk_id in chunk_ids if chunk_id not in self.authorized]
         if missing:
@@ -593,6 +599,8 @@ class _OpsPlanner:
         current = self.draft.lookup(path.components)
         if current is not None and current.kind is EntryKind.DIR:
             raise ConflictError(_show(path), "is a directory: delete it before replacing it")
+        if current is not None and current.kind is EntryKind.MOUNT:
+            raise ConflictError(_show(path), "is a shared folder: it is not replaced")
         if (
             current is None
             or _same_content(current, incoming)
@@ -959,6 +967,60 @@ def run_commit(
             # A concurrent writer stored the same key or object first (PostgreSQL, where
             # writers do not queue at BEGIN): the next attempt sees what it wrote.
             _log.warning("commit on %s raced another writer: %s", namespace_id.hex(), exc)
+            continue
+    raise protocol.UnavailableError(
+        "the namespace is changing too fast to commit: retry", {"attempts": MAX_ATTEMPTS}
+    )
+
+
+def commit_root(
+    state: ServerState,
+    connection: sa.Connection,
+    caller: Caller,
+    namespace_id: NamespaceId,
+    *,
+    change: Sequence[Op] | TreeId,
+    summary: str,
+    time_ns: int,
+) -> CommitId | None:
+    """A commit the server makes itself (sharing moves folders between namespaces and
+    places mount points), inside the caller's write transaction: ``change`` is edits to
+    apply to the head, or the new root itself. Every tree and chunk the new root reaches
+    must be in the database and held by the namespace already (the caller copies the rows
+    first). ``None`` when nothing changed. Call it inside ``retrying_write``, which starts
+    the transaction again when another commit moved the head first."""
+    head = read_head(connection, namespace_id)
+    trees = DbTrees(connection)
+    if isinstance(change, TreeId):
+        root, new_trees = change, {}
+    else:
+        result = apply_edits(trees, head.root, change)
+        root, new_trees = result.root, result.new_trees
+    if root == head.root:
+        return None
+    context = PlanContext(
+        state=state, connection=connection, trees=trees, caller=caller,
+        namespace_id=namespace_id, head=head, time_ns=time_ns,
+    )  # fmt: skip
+    plan = Plan(root=root, new_trees=new_trees, results=[], summary=summary)
+    commit_id, _ = _write_commit(state, connection, context, plan)
+    return commit_id
+
+
+T = TypeVar("T")
+
+
+def retrying_write(state: ServerState, function: Callable[[sa.Connection], T]) -> T:
+    """``function`` in a write transaction, started again when a commit it made lost the
+    race for a head, up to ``MAX_ATTEMPTS`` times."""
+    for _attempt in range(MAX_ATTEMPTS):
+        try:
+            with state.db.write() as connection:
+                return function(connection)
+        except _Retry:
+            continue
+        except sa.exc.IntegrityError as exc:
+            _log.warning("a server commit raced another writer: %s", exc)
             continue
     raise protocol.UnavailableError(
         "the namespace is changing too fast to commit: retry", {"attempts": MAX_ATTEMPTS}

@@ -90,6 +90,21 @@ memberships = sa.Table(
     sa.Column("role", sa.String(8), nullable=False),  # owner | editor | viewer
 )
 
+# An invitation to a shared folder, until the invitee accepts (it becomes a membership
+# and a mount point in their home) or declines, or the owner withdraws it. One per
+# (namespace, user); an invitation gives no access at all.
+invitations = sa.Table(
+    "invitations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public, hex
+    sa.Column("namespace_id", sa.LargeBinary(16), sa.ForeignKey("namespaces.id"), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("role", sa.String(8), nullable=False),  # editor | viewer
+    sa.Column("invited_by", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("namespace_id", "user_id"),
+)
+
 trees = sa.Table(
     "trees",
     metadata,

@@ -2,7 +2,8 @@
 
 On connect the stream sends the current head of every namespace the caller can read
 (skipping, for the namespace named by ``Last-Event-ID``, what the client already saw),
-then an event each time a head moves, and a heartbeat comment when nothing happened for
+then an event each time a head moves or the caller's role in a namespace changes, and a
+heartbeat comment when nothing happened for
 ``heartbeat_s``. Events are hints that coalesce: a device that was slow sees the newest
 head of each namespace and diffs trees from what it had (the commit chain is the record).
 
@@ -35,7 +36,10 @@ def readable_heads(database: Database, user_id: int) -> list[protocol.Event]:
     with database.read() as connection:
         rows = connection.execute(
             sa.select(
-                tables.namespaces.c.id, tables.namespaces.c.head, tables.namespaces.c.sequence
+                tables.namespaces.c.id,
+                tables.namespaces.c.head,
+                tables.namespaces.c.sequence,
+                tables.memberships.c.role,
             )
             .join(tables.memberships, tables.memberships.c.namespace_id == tables.namespaces.c.id)
             .where(tables.memberships.c.user_id == user_id, tables.namespaces.c.head.is_not(None))
@@ -45,6 +49,7 @@ def readable_heads(database: Database, user_id: int) -> list[protocol.Event]:
             namespace_id=NamespaceId(bytes(row.id)),
             head=CommitId(bytes(row.head)),
             sequence=row.sequence,
+            role=row.role,
         )
         for row in rows
     ]
@@ -65,18 +70,22 @@ def parse_last_event_id(value: str | None) -> tuple[NamespaceId, int] | None:
 async def event_stream(
     state: ServerState, who: Caller, token: str, last_event_id: str | None
 ) -> AsyncIterator[bytes]:
-    sent: dict[NamespaceId, int] = {}
+    sent: dict[NamespaceId, tuple[int, str | None]] = {}  # the sequence and role sent
     resume = parse_last_event_id(last_event_id)
-    if resume is not None:
-        sent[resume[0]] = resume[1]
+    skip: tuple[NamespaceId, int] | None = resume  # what the client said it saw
     while not state.events.closed:
         try:
             await state.run(authenticate, state.db, token, who.address)
         except StoreError:
             return  # logged out, revoked or expired: the stream ends with the session
         for event in await state.run(readable_heads, state.db, who.user_id):
-            if event.sequence > sent.get(event.namespace_id, -1):
-                sent[event.namespace_id] = event.sequence
-                yield protocol.encode_event(event)
+            seen = (event.sequence, event.role)
+            if sent.get(event.namespace_id) == seen:
+                continue
+            sent[event.namespace_id] = seen
+            if skip is not None and skip == (event.namespace_id, event.sequence):
+                continue  # the client saw this one before it reconnected
+            yield protocol.encode_event(event)
+        skip = None
         if not await state.events.wait(state.settings.heartbeat_s):
             yield protocol.encode_heartbeat()

@@ -335,6 +335,8 @@ class _Overlay:
         existing = parent.entries.get(parts[-1])
         if existing is not None and existing.kind is EntryKind.DIR:
             raise ConflictError(_show(edit.path), "is a directory: delete it before replacing it")
+        if existing is not None and existing.kind is EntryKind.MOUNT:
+            raise ConflictError(_show(edit.path), "is a shared folder: it is not replaced")
         parent.entries[parts[-1]] = edit.entry
         parent.dirty = True
 
@@ -365,7 +367,8 @@ class _Overlay:
         dst_parent = self.directory(dst[:-1])
         existing = dst_parent.entries.get(dst[-1])
         if existing is not None and not self._replaceable(dst_parent, existing):
-            raise ConflictError(_show(edit.dst), "is a directory that is not empty")
+            what = "a shared folder" if existing.kind is EntryKind.MOUNT else "a directory"
+            raise ConflictError(_show(edit.dst), f"is {what} that is not empty")
         # Checks done: mutate (an error above leaves the overlay as it was).
         del src_parent.entries[src[-1]]
         node = src_parent.subdirs.pop(src[-1], None)
@@ -377,7 +380,9 @@ class _Overlay:
 
     @staticmethod
     def _replaceable(parent: _Dir, entry: FileEntry) -> bool:
-        """A non-directory, or an empty directory."""
+        """A non-directory other than a shared folder's mount point, or an empty directory."""
+        if entry.kind is EntryKind.MOUNT:
+            return False
         if entry.kind is not EntryKind.DIR:
             return True
         node = parent.subdirs.get(entry.name)

@@ -22,6 +22,7 @@ import msgpack
 from store.errors import FormatError, IntegrityError
 from store.ids import (
     DIGEST_BYTES,
+    NAMESPACE_ID_BYTES,
     ChunkId,
     CommitId,
     ContentHash,
@@ -54,6 +55,10 @@ class EntryKind(IntEnum):
     SYMLINK = 3
     FIFO = 4
     SOCKET = 5
+    # A shared folder's mount point in a home namespace: the folder is another namespace
+    # (``FileEntry.namespace_id``), shown here to whoever may read it. Only the server
+    # writes these (sharing, accepting, leaving); a client may move one within its home.
+    MOUNT = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,8 @@ class ChunkRef:
 class FileEntry:
     """One name in a directory. Which content fields are set depends on ``kind``:
     a FILE has ``chunks`` and ``content_hash``, a DIR has ``tree_id``, a SYMLINK has
-    ``target``; the others have none. ``mode`` holds the permission bits only."""
+    ``target``, a MOUNT has ``namespace_id``; the others have none. ``mode`` holds the
+    permission bits only."""
 
     name: bytes
     kind: EntryKind
@@ -82,6 +88,7 @@ class FileEntry:
     content_hash: ContentHash | None = None
     tree_id: TreeId | None = None
     target: bytes = b""
+    namespace_id: NamespaceId | None = None
 
     def __post_init__(self) -> None:
         validate_entry(self)
@@ -191,6 +198,11 @@ def validate_entry(entry: FileEntry) -> None:
     if type(entry.mtime_ns) is not int or not -(2**63) <= entry.mtime_ns < 2**63:
         raise FormatError(f"mtime_ns out of range: {entry.mtime_ns!r}")
     _validate_xattrs(entry.xattrs)
+    _validate_content(entry)
+
+
+def _validate_content(entry: FileEntry) -> None:
+    """The content fields ``entry.kind`` calls for, and no others."""
     is_file = entry.kind is EntryKind.FILE
     if is_file != (entry.content_hash is not None):
         raise FormatError(f"{entry.name!r}: a content hash belongs to files, and files need one")
@@ -209,7 +221,12 @@ def validate_entry(entry: FileEntry) -> None:
             raise FormatError(f"{entry.name!r}: symlink target too long or size mismatch")
     elif entry.target:
         raise FormatError(f"{entry.name!r}: only symlinks have a target")
-    if entry.kind in (EntryKind.DIR, EntryKind.FIFO, EntryKind.SOCKET) and entry.size != 0:
+    if (entry.kind is EntryKind.MOUNT) != (entry.namespace_id is not None):
+        raise FormatError(f"{entry.name!r}: a namespace id belongs to mounts, and they need one")
+    if entry.namespace_id is not None and not isinstance(entry.namespace_id, NamespaceId):
+        raise FormatError(f"{entry.name!r}: a mount names its namespace by a NamespaceId")
+    sizeless = (EntryKind.DIR, EntryKind.FIFO, EntryKind.SOCKET, EntryKind.MOUNT)
+    if entry.kind in sizeless and entry.size != 0:
         raise FormatError(f"{entry.name!r}: a {entry.kind.name.lower()} has size 0")
 
 
@@ -239,7 +256,7 @@ def _validate_xattrs(xattrs: tuple[tuple[bytes, bytes], ...]) -> None:
 # A tree:   [TREE_VERSION, [entry, ...]]
 # An entry: [name, kind, mode, uid, gid, size, mtime_ns, [[xname, xvalue], ...], content]
 #   where content is, by kind: FILE [content_hash, [[chunk_id, length], ...]],
-#   DIR tree_id, SYMLINK target, FIFO/SOCKET nil.
+#   DIR tree_id, SYMLINK target, MOUNT namespace_id, FIFO/SOCKET nil.
 # A commit: [COMMIT_VERSION, namespace_id, root, [parent, ...], author, device, time_ns,
 #            summary]
 # Byte strings are msgpack bin, text is msgpack str, integers use the smallest encoding
@@ -256,6 +273,9 @@ def _entry_to_list(entry: FileEntry) -> list[Any]:
         content = bytes(entry.tree_id)
     elif entry.kind is EntryKind.SYMLINK:
         content = entry.target
+    elif entry.kind is EntryKind.MOUNT:
+        assert entry.namespace_id is not None
+        content = bytes(entry.namespace_id)
     else:
         content = None
     return [
@@ -353,7 +373,7 @@ def _entry_from_list(raw: Any) -> FileEntry:
     )
     content = fields[8]
     chunks: tuple[ChunkRef, ...] = ()
-    content_hash = tree_id = None
+    content_hash = tree_id = namespace_id = None
     target = b""
     if kind is EntryKind.FILE:
         pair = _expect_list(content, 2, "file content")
@@ -370,6 +390,8 @@ def _entry_from_list(raw: Any) -> FileEntry:
         tree_id = TreeId(_expect_bytes(content, "a tree id", DIGEST_BYTES))
     elif kind is EntryKind.SYMLINK:
         target = _expect_bytes(content, "a symlink target")
+    elif kind is EntryKind.MOUNT:
+        namespace_id = NamespaceId(_expect_bytes(content, "a namespace id", NAMESPACE_ID_BYTES))
     elif content is not None:
         raise FormatError(f"{name!r}: a {kind.name.lower()} has no content")
     return FileEntry(
@@ -385,6 +407,7 @@ def _entry_from_list(raw: Any) -> FileEntry:
         content_hash=content_hash,
         tree_id=tree_id,
         target=target,
+        namespace_id=namespace_id,
     )
 
 

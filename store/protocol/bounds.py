@@ -39,6 +39,7 @@ MAX_OPS_PER_BATCH: Final = 1000
 MAX_PAGE_SIZE: Final = 1000  # log, history and audit pages
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_NAMESPACES_PER_USER: Final = 1000
+MAX_MEMBERS_PER_NAMESPACE: Final = 1000
 MAX_SESSIONS_LISTED: Final = 1000
 # A record-stream body (chunk upload): about 16 maximal frames, 64 average ones.
 MAX_BATCH_BODY_BYTES: Final = 64 * _MIB
@@ -72,6 +73,7 @@ MAX_SSE_LINE_CHARS: Final = 64 * _KIB
 TOKEN_BYTES: Final = 32  # session tokens: 256 random bits, base64url without padding
 TOKEN_PATTERN: Final = r"^[A-Za-z0-9_-]{32,128}$"  # noqa: S105  (a pattern, not a secret)
 SESSION_ID_PATTERN: Final = r"^[0-9a-f]{32}$"
+INVITATION_ID_PATTERN: Final = r"^[0-9a-f]{32}$"
 USERNAME_PATTERN: Final = r"^[a-z0-9._-]+$"
 IDEMPOTENCY_KEY_PATTERN: Final = r"^[A-Za-z0-9_-]{16,64}$"
 CURSOR_PATTERN: Final = r"^[A-Za-z0-9_.~-]+$"

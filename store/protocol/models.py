@@ -245,12 +245,14 @@ def commit_info(commit_id: CommitId, commit: Commit) -> CommitInfo:
 
 
 class Event(WireModel):
-    """A hint that a namespace's head moved. ``sequence`` grows by one per move, so a client
-    drops an event whose sequence it has already seen; the commit chain is the record."""
+    """A hint that a namespace's head moved, or that the caller's role in it changed.
+    ``sequence`` grows by one per move, so a client drops an event whose sequence and role
+    it has already seen; the commit chain is the record."""
 
     namespace_id: HexNamespaceId
     head: HexCommitId
     sequence: HeadSequence
+    role: Role | None = None  # the caller's role in the namespace
 
 
 # The actions the server records; the field is open text so a newer server can add some.
@@ -264,6 +266,13 @@ AUDIT_ACTIONS: Final = (
     "download",
     "delete",
     "share",
+    "unshare",
+    "invite",
+    "role_change",
+    "member_removed",
+    "leave",
+    "accept",
+    "decline",
     "restore",
     "commit",
 )

@@ -47,6 +47,7 @@ from store.protocol.wire import (
     HexChunkId,
     HexCommitId,
     HexContentHash,
+    HexNamespaceId,
     HexTreeId,
     WireBytes,
     WirePath,
@@ -55,13 +56,14 @@ from store.protocol.wire import (
 
 # --- models: file entries ------------------------------------------------------------------
 
-EntryKindName: TypeAlias = Literal["file", "dir", "symlink", "fifo", "socket"]
+EntryKindName: TypeAlias = Literal["file", "dir", "symlink", "fifo", "socket", "mount"]
 _NAME_OF_KIND: Final[dict[EntryKind, EntryKindName]] = {
     EntryKind.FILE: "file",
     EntryKind.DIR: "dir",
     EntryKind.SYMLINK: "symlink",
     EntryKind.FIFO: "fifo",
     EntryKind.SOCKET: "socket",
+    EntryKind.MOUNT: "mount",
 }
 _KIND_BY_NAME: Final[dict[str, EntryKind]] = {name: kind for kind, name in _NAME_OF_KIND.items()}
 # A throwaway name under which the format's own rules check a nameless model.
@@ -110,7 +112,9 @@ class EntryModel(WireModel):
     """A ``store.objects.FileEntry`` without its name (the name is the path's last one).
 
     Which content fields are set depends on ``kind``, exactly as in the format: a file has
-    ``chunks`` and ``content_hash``, a dir ``tree_id``, a symlink ``target``.
+    ``chunks`` and ``content_hash``, a dir ``tree_id``, a symlink ``target``, a mount (a
+    shared folder's mount point, shown in history; only the server makes one) its
+    ``namespace_id``.
     """
 
     kind: EntryKindName
@@ -124,6 +128,7 @@ class EntryModel(WireModel):
     content_hash: HexContentHash | None = None
     tree_id: HexTreeId | None = None
     target: WireBytes = b""  # at most MAX_SYMLINK_TARGET_BYTES, as the format says
+    namespace_id: HexNamespaceId | None = None
 
     @model_validator(mode="after")
     def _follows_format(self) -> EntryModel:
@@ -148,6 +153,7 @@ def entry_to_model(entry: FileEntry) -> EntryModel:
         content_hash=entry.content_hash,
         tree_id=entry.tree_id,
         target=entry.target,
+        namespace_id=entry.namespace_id,
     )
 
 
@@ -168,6 +174,7 @@ def entry_from_model(name: bytes, model: EntryModel) -> FileEntry:
         content_hash=model.content_hash,
         tree_id=model.tree_id,
         target=model.target,
+        namespace_id=model.namespace_id,
     )
 
 

@@ -21,12 +21,16 @@ from store.protocol.bounds import (
     AUTHORIZATION_HEADER,
     EVENT_STREAM_MEDIA_TYPE,
     FRAME_MEDIA_TYPE,
+    INVITATION_ID_PATTERN,
     JSON_MEDIA_TYPE,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     RECORD_STREAM_MEDIA_TYPE,
     SESSION_ID_PATTERN,
     TOKEN_PATTERN,
+    USERNAME_MAX_CHARS,
+    USERNAME_MIN_CHARS,
+    USERNAME_PATTERN,
 )
 from store.protocol.errors import InvalidIdError, UnauthorizedError, UnsupportedProtocolError
 from store.protocol.models import (
@@ -58,16 +62,33 @@ from store.protocol.ops import (
     VersionsPage,
     VersionsRequest,
 )
+from store.protocol.sharing import (
+    AcceptRequest,
+    AcceptResponse,
+    InvitationList,
+    MemberInfo,
+    MemberList,
+    MemberRequest,
+    ShareInfo,
+    ShareRequest,
+)
 
 # --- routes ---------------------------------------------------------------------------------
 
 Method: TypeAlias = Literal["GET", "POST", "DELETE"]
 
-# What each placeholder accepts: a typed id (rendered as hex) or a session id string.
+# What each placeholder accepts: a typed id (rendered as hex), or a string of a pattern.
 _PLACEHOLDER_TYPES: Final[dict[str, type]] = {
     "namespace_id": NamespaceId,
     "chunk_id": ChunkId,
     "session_id": str,
+    "invitation_id": str,
+    "username": str,
+}
+_PLACEHOLDER_PATTERNS: Final[dict[str, str]] = {
+    "session_id": SESSION_ID_PATTERN,
+    "invitation_id": INVITATION_ID_PATTERN,
+    "username": USERNAME_PATTERN,
 }
 _FORMATTER: Final = string.Formatter()
 
@@ -92,7 +113,7 @@ def fill_template(template: str, **params: object) -> str:
             raise TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__}")
         if isinstance(value, bytes):
             rendered[name] = value.hex()
-        elif isinstance(value, str) and re.fullmatch(SESSION_ID_PATTERN, value):
+        elif isinstance(value, str) and re.fullmatch(_PLACEHOLDER_PATTERNS[name], value):
             rendered[name] = value
         else:
             raise ValueError(f"{name} is not a valid {name.replace('_', ' ')}: {value!r}")
@@ -202,6 +223,32 @@ RESTORE: Final = Route(
     request_model=RestoreRequest, response_model=OpsBatchResponse,
 )  # fmt: skip
 
+# Shared folders: sharing one's folder, its members, and one's invitations.
+SHARE: Final = Route(
+    "share", "POST", f"{_NS}/share",
+    request_model=ShareRequest, response_model=ShareInfo, status_code=201,
+)  # fmt: skip
+UNSHARE: Final = Route(
+    "unshare", "POST", f"{_NS}/unshare", response_media_type=None, status_code=204
+)
+MEMBERS: Final = Route("members", "GET", f"{_NS}/members", response_model=MemberList)
+SET_MEMBER: Final = Route(
+    "set_member", "POST", f"{_NS}/members", request_model=MemberRequest, response_model=MemberInfo
+)
+REMOVE_MEMBER: Final = Route(
+    "remove_member", "DELETE", f"{_NS}/members/{{username}}",
+    response_media_type=None, status_code=204,
+)  # fmt: skip
+INVITATIONS: Final = Route("invitations", "GET", "/v1/invitations", response_model=InvitationList)
+ACCEPT_INVITATION: Final = Route(
+    "accept_invitation", "POST", "/v1/invitations/{invitation_id}/accept",
+    request_model=AcceptRequest, response_model=AcceptResponse,
+)  # fmt: skip
+DECLINE_INVITATION: Final = Route(
+    "decline_invitation", "DELETE", "/v1/invitations/{invitation_id}",
+    response_media_type=None, status_code=204,
+)  # fmt: skip
+
 # Events and health.
 EVENTS: Final = Route("events", "GET", "/v1/events", response_media_type=EVENT_STREAM_MEDIA_TYPE)
 HEALTH: Final = Route("health", "GET", "/healthz", response_model=Health, auth=False)
@@ -211,12 +258,17 @@ NAMESPACE_ROUTES: Final = (NAMESPACES, HEAD)
 CHUNK_ROUTES: Final = (MISSING_CHUNKS, UPLOAD_CHUNKS, DOWNLOAD_CHUNKS, CHUNK)
 OBJECT_ROUTES: Final = (TREES, COMMITS, LOG)
 OPS_ROUTES: Final = (APPLY_OPS, VERSIONS, RESTORE)
+SHARING_ROUTES: Final = (
+    SHARE, UNSHARE, MEMBERS, SET_MEMBER, REMOVE_MEMBER,
+    INVITATIONS, ACCEPT_INVITATION, DECLINE_INVITATION,
+)  # fmt: skip
 ROUTES: Final[tuple[Route, ...]] = (
     *ACCOUNT_ROUTES,
     *NAMESPACE_ROUTES,
     *CHUNK_ROUTES,
     *OBJECT_ROUTES,
     *OPS_ROUTES,
+    *SHARING_ROUTES,
     EVENTS,
     HEALTH,
 )
@@ -253,6 +305,22 @@ def parse_bearer(value: str | None) -> str:
 def parse_session_id(text: str) -> str:
     if not re.fullmatch(SESSION_ID_PATTERN, text):
         raise InvalidIdError(f"session id must be 32 lowercase hex digits: {text[:40]!r}")
+    return text
+
+
+def parse_invitation_id(text: str) -> str:
+    if not re.fullmatch(INVITATION_ID_PATTERN, text):
+        raise InvalidIdError(f"invitation id must be 32 lowercase hex digits: {text[:40]!r}")
+    return text
+
+
+def parse_username(text: str) -> str:
+    """A username in a path: what registration allows, else ``InvalidIdError``."""
+    if not (
+        USERNAME_MIN_CHARS <= len(text) <= USERNAME_MAX_CHARS
+        and re.fullmatch(USERNAME_PATTERN, text)
+    ):
+        raise InvalidIdError(f"not a valid username: {text[:40]!r}")
     return text
 
 

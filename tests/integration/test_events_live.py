@@ -70,7 +70,9 @@ def test_a_commit_reaches_the_other_device_and_no_stranger(server_process: Serve
                 nursery.cancel_scope.cancel()
             assert reply.head is not None
             assert phone_events == [
-                protocol.Event(namespace_id=home, head=reply.head, sequence=reply.sequence)
+                protocol.Event(
+                    namespace_id=home, head=reply.head, sequence=reply.sequence, role="owner"
+                )
             ]
             assert all(event.namespace_id != home for event in stranger_events)
 
@@ -96,7 +98,7 @@ def test_reconnect_with_last_event_id_skips_what_was_seen(server_process: Server
 
             # A new stream starts with the current head...
             assert (await first_event(None)) == protocol.Event(
-                namespace_id=home, head=first.head, sequence=first.sequence
+                namespace_id=home, head=first.head, sequence=first.sequence, role="owner"
             )
             # ...but not when the client says it has seen it,
             seen = f"{home.hex()}.{first.sequence}"
@@ -105,7 +107,7 @@ def test_reconnect_with_last_event_id_skips_what_was_seen(server_process: Server
             second = await writer.apply_ops(home, put("two.txt", data))
             assert second.head is not None
             assert (await first_event(seen)) == protocol.Event(
-                namespace_id=home, head=second.head, sequence=second.sequence
+                namespace_id=home, head=second.head, sequence=second.sequence, role="owner"
             )
 
     trio.run(main)

@@ -100,6 +100,23 @@ def test_golden_tree_and_commit_bytes_and_ids() -> None:
     assert COMMIT.id.hex() == GOLDEN_COMMIT_ID
 
 
+# A shared folder's mount point: kind 6, its content the 16-byte namespace id.
+MOUNT_TREE = Tree(
+    (
+        FileEntry(
+            name=b"Team", kind=EntryKind.MOUNT, mode=0o755, uid=0, gid=0, size=0, mtime_ns=5,
+            namespace_id=NamespaceId(bytes(range(16))),
+        ),
+    )
+)  # fmt: skip
+GOLDEN_MOUNT_TREE = "92019199c4045465616d06cd01ed0000000590c410000102030405060708090a0b0c0d0e0f"
+
+
+def test_golden_mount_entry_bytes() -> None:
+    assert MOUNT_TREE.encode().hex() == GOLDEN_MOUNT_TREE
+    assert decode_tree(bytes.fromhex(GOLDEN_MOUNT_TREE)) == MOUNT_TREE
+
+
 def test_tree_id_is_domain_separated_from_a_chunk_id() -> None:
     encoding = TREE.encode()
     assert TREE.id == tree_id_of(encoding)
@@ -143,6 +160,8 @@ def raw_entry(name: bytes, kind: int = 4, content: object = None) -> list[object
         (raw_tree([raw_entry(b"a")], version=2), "unknown tree version"),
         (raw_tree([raw_entry(b"a", kind=9)]), "unknown entry kind"),
         (raw_tree([raw_entry(b"a", kind=2)]), "tree id"),
+        (raw_tree([raw_entry(b"a", kind=6)]), "namespace id"),
+        (raw_tree([raw_entry(b"a", kind=6, content=b"x" * 15)]), "namespace id"),
         (raw_tree([raw_entry(b"a", content=b"x")]), "no content"),
         (raw_tree([["a", 4, 0, 0, 0, 0, 0, [], None]]), "must be some bytes"),
         (raw_tree([raw_entry(b"a")])[:-1], "not valid msgpack"),
@@ -197,6 +216,7 @@ def test_commit_with_unknown_version_is_refused() -> None:
         {"xattrs": ((b"b", b""), (b"a", b""))},
         {"xattrs": ((b"user.big", b"x" * 70_000),)},
         {"target": b"elsewhere"},
+        {"namespace_id": NamespaceId(bytes(16))},  # only mounts name a namespace
     ],
 )
 def test_entry_invariants_are_enforced(changes: dict[str, object]) -> None:
@@ -253,6 +273,9 @@ def entries(draw: st.DrawFn) -> FileEntry:
     if kind is EntryKind.SYMLINK:
         target = draw(st.binary(min_size=1, max_size=100).filter(lambda t: b"\0" not in t))
         return FileEntry(name=name, kind=kind, size=len(target), target=target, **common)
+    if kind is EntryKind.MOUNT:
+        namespace_id = NamespaceId(draw(st.binary(min_size=16, max_size=16)))
+        return FileEntry(name=name, kind=kind, size=0, namespace_id=namespace_id, **common)
     return FileEntry(name=name, kind=kind, size=0, **common)
 
 

@@ -54,7 +54,24 @@ def test_route_table_is_consistent() -> None:
 
 
 def sample(name: str) -> object:
-    return {"namespace_id": NS, "chunk_id": CHUNK, "session_id": "0" * 32}[name]
+    samples = {
+        "namespace_id": NS, "chunk_id": CHUNK, "session_id": "0" * 32,
+        "invitation_id": "a" * 32, "username": "bob",
+    }  # fmt: skip
+    return samples[name]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("username", "Bob"), ("username", "../x"), ("invitation_id", "A" * 32), ("invitation_id", "")],
+)
+def test_string_placeholders_refuse_what_their_pattern_does_not_allow(
+    name: str, value: str
+) -> None:
+    route = p.REMOVE_MEMBER if name == "username" else p.DECLINE_INVITATION
+    params: dict[str, object] = {"namespace_id": NS} if name == "username" else {}
+    with pytest.raises(ValueError, match=f"not a valid {name.replace('_', ' ')}"):
+        route.fill(**params, **{name: value})
 
 
 def test_headers_carry_the_version_and_the_token() -> None:

@@ -50,13 +50,10 @@ def test_event_stream_round_trips_split_anywhere(
 
 
 def test_event_wire_form_is_as_documented() -> None:
-    event = p.Event(namespace_id=NS, head=COMMIT, sequence=7)
+    event = p.Event(namespace_id=NS, head=COMMIT, sequence=7, role="editor")
+    data = f'"namespace_id":"{NS.hex()}","head":"{COMMIT.hex()}","sequence":7,"role":"editor"'
     assert (
-        p.encode_event(event)
-        == (
-            f"id: {NS.hex()}.7\nevent: head\n"
-            f'data: {{"namespace_id":"{NS.hex()}","head":"{COMMIT.hex()}","sequence":7}}\n\n'
-        ).encode()
+        p.encode_event(event) == (f"id: {NS.hex()}.7\nevent: head\ndata: {{{data}}}\n\n").encode()
     )
     assert p.encode_heartbeat() == b": heartbeat\n\n"
 
