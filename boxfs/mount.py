@@ -17,15 +17,18 @@ Owns the root trio nursery of a mount and the order of its life:
    be set through pyfuse3, see ``fuse_ops.mount_options``). One nursery
    runs ``fuse_ops.run_session`` (pyfuse3.main), ``Fetcher.run``, ``Uploader.run``,
    ``Syncer.run`` (the event stream and the view following it), ``Notifier.run`` (kernel
-   invalidations, from worker threads) and the signal watcher.
+   invalidations, from worker threads), ``SharedFolders`` (each shared folder's fetcher,
+   uploader and syncer, opened when the view first meets its mount entry, or at the start
+   for one the journal holds entries of) and the signal watcher.
 2. Stop, on SIGTERM / SIGINT / SIGHUP or an external ``fusermount3 -u``: a signal first
    unmounts the normal way (``fusermount3 -u``, so the kernel flushes dirty pages and sends
    the last releases while the session still serves them); while the mount is busy this is
    retried for ``BUSY_UNMOUNT_RETRY_S``; after that, or on a second signal, the session is
    terminated and detached lazily (dirty pages the kernel still held for files open at
    that moment are then lost; what was closed or fsynced is journaled). Once the session
-   has ended no request is accepted; the uploader then gets ``drain_timeout_s`` to empty
-   the journal (none after ``NO_WAIT_SIGNAL``, what ``boxfs unmount --no-wait`` sends).
+   has ended no request is accepted; the uploaders (the home's and each shared folder's)
+   then get ``drain_timeout_s`` to empty the journal (none after ``NO_WAIT_SIGNAL``, what
+   ``boxfs unmount --no-wait`` sends).
    What it could not send stays journaled (logged, with the count) and the next mount
    resumes it: nothing is dropped. Then the background tasks are cancelled, the session
    closed (unmounting if still mounted), and the journal, cache and HTTP client closed.
@@ -63,6 +66,7 @@ from boxfs.home import Home, Session
 from boxfs.journal import Journal
 from boxfs.notifier import Notifier
 from boxfs.remote import Remote
+from boxfs.shared_folders import SharedFolders
 from boxfs.stage_pool import StagePool
 from boxfs.staging import Staging
 from boxfs.uploader import Uploader
@@ -202,12 +206,16 @@ class _Stop:
     no_wait: bool = False  # leave pending uploads journaled instead of draining them
 
 
-async def _follow(scope: trio.CancelScope, syncer: Syncer, model: FileSystemModel) -> None:
-    """The syncer and the notifier, until ``scope`` is cancelled."""
+async def _follow(
+    scope: trio.CancelScope, syncer: Syncer, shared: SharedFolders, model: FileSystemModel
+) -> None:
+    """The syncers (the home's, the shared folders') and the notifier, until ``scope`` is
+    cancelled."""
     notifier = Notifier(model, fuse_ops.invalidate_entry, fuse_ops.invalidate_inode)
     with scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(syncer.run)
+            nursery.start_soon(shared.follow)
             nursery.start_soon(notifier.run)
 
 
@@ -300,17 +308,17 @@ async def _run_held(
         )
         journal = opened_journal
         namespace_id = await _home_namespace(remote, opened_journal)
-        fetcher, uploader, syncer, model, stage_pool = await _build_drive(
+        fetcher, uploader, syncer, model, stage_pool, shared = await _build_drive(
             config, home, remote, cache, opened_journal, namespace_id=namespace_id, limiter=limiter
         )
         async with trio.open_nursery() as nursery:
-            await _start_drive(nursery, fetcher, model, uploader, stage_pool)
+            await _start_drive(nursery, fetcher, model, uploader, stage_pool, shared=shared)
             fuse_ops.init_session(fuse_ops.BoxfsOperations(model), mountpoint, _options(config))
             nursery.start_soon(_raise_read_ahead, mountpoint)
             # Following the server ends before the session closes: the notifier must not
             # talk to a session being torn down.
             following = trio.CancelScope()
-            nursery.start_soon(_follow, following, syncer, model)
+            nursery.start_soon(_follow, following, syncer, shared, model)
             mounted = _record_mounted(home, mountpoint)
             log.info("mounted %s (%s) at %s", session.username, session.server_url, mountpoint)
             if on_mounted is not None:
@@ -325,8 +333,11 @@ async def _run_held(
             mounted = False
             fuse_ops.close_session(unmount=find_mount(mountpoint) is not None)
             log.info("the session ended; no more requests are accepted")
-            left = await _drain(uploader, journal, namespace_id, _drain_timeout_s(config, stop))
+            timeout_s = _drain_timeout_s(config, stop)
+            left = await _drain(uploader, journal, namespace_id, timeout_s)
+            left += await shared.drain(timeout_s)
             await syncer.show_latest(LAST_HEAD_TIMEOUT_S)
+            await shared.show_latest(LAST_HEAD_TIMEOUT_S)
             nursery.cancel_scope.cancel()
     finally:
         _remove_pid_file(home)
@@ -347,15 +358,19 @@ async def _start_drive(
     model: FileSystemModel,
     uploader: Uploader,
     stage_pool: StagePool,
+    *,
+    shared: SharedFolders,
 ) -> None:
     """The drive's background jobs, and its view, before the session serves a request."""
     await nursery.start(fetcher.run)
+    await nursery.start(shared.run)
     # The model replays the journal's unconfirmed entries onto the head view first; an
     # uploader already running could confirm some in between and they would be missing
     # from the view.
     await model.start()
     nursery.start_soon(uploader.run)
     nursery.start_soon(stage_pool.run)
+    await shared.open_pending()
 
 
 async def _raise_read_ahead(mountpoint: Path) -> None:
@@ -388,17 +403,18 @@ async def _build_drive(
     *,
     namespace_id: NamespaceId,
     limiter: trio.CapacityLimiter,
-) -> tuple[Fetcher, Uploader, Syncer, FileSystemModel, StagePool]:
-    """The fetcher, uploader, syncer, filesystem model and stage pool of one namespace.
-
-    The model shows the home namespace only. A shared folder would get its own fetcher,
-    uploader and syncer here (same remote, cache and journal) and be passed to the model
-    as ``mounts={DrivePath([name]): NamespacePorts(...)}``; the mount would then run them
-    beside these."""
+) -> tuple[Fetcher, Uploader, Syncer, FileSystemModel, StagePool, SharedFolders]:
+    """The home namespace's fetcher, uploader and syncer, the filesystem model, the stage
+    pool, and the shared folders (each opened with its own fetcher, uploader and syncer,
+    on the same remote, cache and journal, when the view first meets its mount entry)."""
     staging = await _swept_staging(home, journal)
     fetcher = Fetcher(remote, namespace_id, cache, limiter)
     uploader = Uploader(journal, staging, remote, namespace_id, limiter)
     stage_pool = StagePool(staging, limiter)
+    shared = SharedFolders(
+        home_id=namespace_id, remote=remote, cache=cache, journal=journal, staging=staging,
+        limiter=limiter,
+    )  # fmt: skip
     model = FileSystemModel(
         home=NamespacePorts(
             namespace_id=namespace_id, remote=remote, fetcher=fetcher, uploader=uploader
@@ -410,11 +426,13 @@ async def _build_drive(
         gid=os.getgid(),
         preserve_ownership=config.preserve_ownership,
         stage_pool=stage_pool,
+        open_namespace=shared.open,
     )
+    shared.bind(model)
     # The model needs the uploader (to nudge it), the syncer the model; the syncer hears
     # the uploader's answers through the relay the uploader made.
     syncer = Syncer(model, remote, namespace_id, uploads=uploader.answers)
-    return fetcher, uploader, syncer, model, stage_pool
+    return fetcher, uploader, syncer, model, stage_pool, shared
 
 
 async def _home_namespace(remote: Remote, journal: Journal) -> NamespaceId:

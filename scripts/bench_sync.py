@@ -57,6 +57,9 @@ How each figure is taken:
   least ``--outage S``, default 0: as long as stopping it and the offline work take).
   Log times have millisecond resolution (the mounts' ``asctime``).
 
+- ``cross_user_change_to_visible_*``: the same as ``change_to_visible`` between two users
+  of a shared folder: bob writes, alice's mount reads (``scripts/bench_sharing.py``).
+
 Everything shares this 2-core machine (two mounts, the server, and this process polling):
 ``load_average_at_*`` says how busy it was. ``--debug`` runs the mounts with ``--debug``
 (every HTTP request in their logs, which slows them down); ``--keep`` keeps the logs.
@@ -86,6 +89,8 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_sharing import bench_cross_user
 
 from boxfs.remote import Remote
 from store import protocol
@@ -540,6 +545,11 @@ def bench(run: Run, outage_s: float) -> None:
     emit("sync.sync_cli_empty_s", min(sync_seconds(run.a.home) for _ in range(3)), "s")
     bench_converge(run)
     bench_replay(run, outage_s)
+    bench_cross_user(
+        run.server, run.scratch, run.sizes.changes, one_change=one_change,
+        wait_until=lambda check, what: wait_until(check, what, CHANGE_TIMEOUT_S, POLL_LIST_S),
+        emit_latencies=emit_latencies, emit=emit,
+    )  # fmt: skip
     emit("sync.load_average_at_end", os.getloadavg()[0], "load")
 
 

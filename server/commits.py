@@ -24,7 +24,8 @@ Semantics a client relies on (also in ``docs/protocol.md``):
   ``MERGE_MAX_BYTES``) whose common ancestor (the newest retained version of the path with
   content ``base``) is in history are merged by lines (``merged``) if the edits do not
   overlap; else the incoming file is written beside the other as ``name (conflicted copy
-  from DEVICE YYYY-MM-DD HHMMSS).ext`` (``conflicted_copy``). A put onto a path deleted
+  from DEVICE YYYY-MM-DD HHMMSS).ext`` (``conflicted_copy``; in a shared folder DEVICE is
+  ``USER's DEVICE``). A put onto a path deleted
   since ``base`` brings the file back. Every chunk a put names must be held by this
   namespace (uploaded into it, or referenced), else ``not_found``.
 - A mkdir onto an existing directory applies and changes nothing (two devices made the
@@ -628,7 +629,10 @@ class _OpsPlanner:
         )
 
     def _free_copy_path(self, path: protocol.DrivePath) -> protocol.DrivePath:
-        device = self.context.caller.device_name
+        caller = self.context.caller
+        device = caller.device_name
+        if not _is_home_of(self.context.connection, self.context.namespace_id, caller.user_id):
+            device = f"{caller.username}'s {device}"  # a shared folder: whose device, too
         for number in range(1, MAX_COPY_NAMES + 1):
             name = conflicted_copy_name(path.name, device, self.context.time_ns, number)
             candidate = protocol.DrivePath((*path.components[:-1], name))
@@ -690,6 +694,13 @@ class _OpsPlanner:
             if entry is not None and entry.kind is EntryKind.FILE and entry.content_hash == base:
                 return entry
         return None
+
+
+def _is_home_of(connection: sa.Connection, namespace_id: NamespaceId, user_id: int) -> bool:
+    home = connection.execute(
+        sa.select(tables.users.c.home_namespace).where(tables.users.c.id == user_id)
+    ).scalar_one_or_none()
+    return home is not None and bytes(home) == bytes(namespace_id)
 
 
 def seal_content(

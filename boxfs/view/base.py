@@ -1,8 +1,9 @@
 """The view's base layer: the inode table, listings, the model lock, the journal append.
 
 Owns the namespaces shown (``namespaces.Namespace``, one per namespace: the home one at
-``/``, others mounted at a name in the home root, whose root node is listed there and
-shadows a home entry of that name), the ``/.versions`` node (the home namespace's
+``/``, and each shared folder at its mount entry in the home, opened through
+``OpenNamespace`` when a listing first meets the entry and loaded when first listed
+itself), the ``/.versions`` node (the home namespace's
 history), the table of inodes the kernel knows (numbers handed out on first lookup, never
 reused; ``lookup``/``forget`` counts; a forgotten, unchanged directory drops its listing
 so memory follows what the kernel holds), directory listings fetched lazily through their
@@ -22,7 +23,7 @@ hold anything proportional to a file's size. Called by the layers above it and, 
 from __future__ import annotations
 
 import errno
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import trio
@@ -31,7 +32,7 @@ from boxfs.journal import BasedOnPut, JournalError, JournalOp
 from boxfs.stage_pool import StagePool
 from boxfs.staging import MemoryBudget, StagedFile, Staging
 from boxfs.threads import run_in_thread
-from boxfs.view.namespaces import Namespace, NamespacePorts
+from boxfs.view.namespaces import Namespace, NamespacePorts, OpenNamespace
 from boxfs.view.nodes import (
     DIR_SIZE,
     ROOT_INODE,
@@ -64,8 +65,9 @@ _P = ParamSpec("_P")
 
 class ViewBase:
     """Inodes, listings, mount points, the lock and the journal append of a view of one or
-    more namespaces: ``home`` at ``/``, each of ``mounts`` at its path (a name directly in
-    the home root)."""
+    more namespaces: ``home`` at ``/``, and each shared folder whose mount entry the home
+    holds, with the ports ``open_namespace`` gives for it (none: mount entries are not
+    shown)."""
 
     def __init__(
         self,
@@ -78,7 +80,7 @@ class ViewBase:
         gid: int,
         preserve_ownership: bool = False,
         stage_pool: StagePool | None = None,
-        mounts: Mapping[DrivePath, NamespacePorts] | None = None,
+        open_namespace: OpenNamespace | None = None,
     ) -> None:
         self._stage_pool = stage_pool
         self._memory_budget = MemoryBudget(STAGED_MEMORY_BYTES)
@@ -102,9 +104,9 @@ class ViewBase:
         )  # fmt: skip
         self._home = Namespace(home, self._root)
         self._namespaces: dict[NamespaceId, Namespace] = {home.namespace_id: self._home}
-        self._mounts: dict[bytes, Namespace] = {}  # by their name in the home root
-        for path, ports in (mounts or {}).items():
-            self._mount(path, ports, now)
+        self._open_namespace = open_namespace
+        self._opened: dict[NamespaceId, NamespacePorts] = {}  # shared folders' ports
+        self._roles: dict[NamespaceId, str] = {}  # the caller's, as the server last said
         self._root.inode = ROOT_INODE
         self._next_inode = ROOT_INODE + 1
         self._inodes: dict[int, Node] = {ROOT_INODE: self._root}
@@ -115,25 +117,66 @@ class ViewBase:
         self._invalidations_ready = trio.Event()
         self._versions_stale = False
 
-    def _mount(self, path: DrivePath, ports: NamespacePorts, now: int) -> None:
-        """Show the namespace of ``ports`` at ``path``, a name directly in the home root
-        (deeper mount points are refused: ``ValueError``, as for ``.versions``, a name
-        mounted twice or a namespace shown twice)."""
-        if len(path.components) != 1:
-            raise ValueError(f"{path!r}: a namespace is mounted directly in the home root")
-        name = path.name
-        if name == VERSIONS_NAME or name in self._mounts:
-            raise ValueError(f"{path!r}: the name is taken")
-        if ports.namespace_id in self._namespaces:
-            raise ValueError(f"{path!r}: the namespace is shown already")
-        root = Node(
-            kind=EntryKind.DIR, name=name, parent=self._root, namespace_id=ports.namespace_id,
-            mode=0o755, uid=self._uid, gid=self._gid, size=0, mtime_ns=now, ctime_ns=now,
-            tree_id=EMPTY_TREE.id, remote=True,
-        )  # fmt: skip
-        namespace = Namespace(ports, root)
-        self._namespaces[ports.namespace_id] = namespace
-        self._mounts[name] = namespace
+    async def _open_mounts(self, directory: Node, tree: Tree) -> None:
+        """Open the namespaces of the mount entries in ``tree`` (a listing of the home's
+        ``directory``) that are not open yet, before the listing is materialized."""
+        if self._open_namespace is None or directory.namespace_id != self._home.namespace_id:
+            return
+        if directory.readonly:  # a snapshot in .versions: its mount entries are not shown
+            return
+        for entry in tree:
+            if entry.kind is EntryKind.MOUNT and entry.namespace_id not in self._opened:
+                assert entry.namespace_id is not None
+                ports = await self._open_namespace(entry.namespace_id)
+                if ports is not None:
+                    self._opened[entry.namespace_id] = ports
+
+    def _mount_root(self, entry: FileEntry, parent: Node) -> Node | None:
+        """The node standing for a mount entry of the home's ``parent``: its namespace's
+        root, placed there (the same node when the entry moved), or ``None`` when the
+        namespace is not open (see ``_open_mounts``) or ``parent`` is not the home's."""
+        namespace_id = entry.namespace_id
+        assert namespace_id is not None
+        if parent.namespace_id != self._home.namespace_id or parent.readonly:
+            return None
+        namespace = self._namespaces.get(namespace_id)
+        if namespace is None:
+            ports = self._opened.get(namespace_id)
+            if ports is None:
+                return None
+            root = Node(
+                kind=EntryKind.DIR, name=entry.name, parent=parent, namespace_id=namespace_id,
+                mode=entry.mode, uid=entry.uid, gid=entry.gid, size=0, mtime_ns=entry.mtime_ns,
+                ctime_ns=entry.mtime_ns, xattrs=entry.xattrs, remote=True,
+            )  # fmt: skip
+            namespace = Namespace(ports, root, role=self._roles.get(namespace_id))
+            self._namespaces[namespace_id] = namespace
+            return root
+        root = namespace.root
+        root.name, root.parent, root.detached = entry.name, parent, False
+        root.mode, root.mtime_ns, root.xattrs = entry.mode, entry.mtime_ns, entry.xattrs
+        return root
+
+    def _home_path(self, node: Node) -> DrivePath:
+        """A mount point's path in the home namespace (where its mount entry is)."""
+        return self._path_below(node, self._root)
+
+    async def _load_namespace(self, namespace: Namespace) -> None:
+        """Load a shared folder's head into its root, and replay its journal entries
+        (``replay.JournalReplay``)."""
+        raise NotImplementedError
+
+    def set_role(self, namespace_id: NamespaceId, role: str | None) -> None:
+        """The caller's role in ``namespace_id`` (from the server's namespace list or an
+        event): a viewer's writes fail with EACCES from now on."""
+        if role is None:
+            return
+        self._roles[namespace_id] = role
+        namespace = self._namespaces.get(namespace_id)
+        if namespace is not None and namespace.role != role:
+            namespace.role = role
+            self._queue_invalidation(namespace.root)  # its mode bits change
+            self._flush_invalidations()
 
     def _namespace(self, namespace_id: NamespaceId | None) -> Namespace:
         """The namespace ``namespace_id`` names (``None``: the home namespace)."""
@@ -148,15 +191,13 @@ class ViewBase:
         return self._namespaces[node.namespace_id]
 
     def _is_mount_point(self, node: Node) -> bool:
-        """Whether ``node`` is a mounted namespace's root (a name in the home root)."""
+        """Whether ``node`` is a shared folder's root (standing for a home mount entry)."""
         return node.parent is not None and node is self._namespace_of(node).root
 
     def _hidden(self, directory: Node, name: bytes) -> bool:
         """Whether ``name`` of ``directory``'s committed tree is not shown as its entry:
-        the home root's ``.versions`` (the view's own), and the names mounted namespaces
-        take there (a home entry of that name is shadowed: kept on the server, untouched
-        and unseen, while the namespace is mounted over it)."""
-        return directory is self._root and (name == VERSIONS_NAME or name in self._mounts)
+        the home root's ``.versions`` (the view's own)."""
+        return directory is self._root and name == VERSIONS_NAME
 
     async def _thread(self, function: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
         """``function`` in a worker thread under the mount's limiter (``run_in_thread``)."""
@@ -186,7 +227,8 @@ class ViewBase:
 
     def _attr(self, node: Node) -> Attr:
         inode = self._ino(node)
-        mode = node.mode & ~0o222 if node.readonly else node.mode
+        read_only = node.readonly or not self._namespace_of(node).writable
+        mode = node.mode & ~0o222 if read_only else node.mode
         if node.kind is EntryKind.DIR:
             size = DIR_SIZE
         elif node.kind is EntryKind.SYMLINK:
@@ -203,7 +245,10 @@ class ViewBase:
 
     def _path(self, node: Node) -> DrivePath:
         """``node``'s path inside its own namespace (``/Team/a`` is ``a`` in Team)."""
-        root = self._namespace_of(node).root
+        return self._path_below(node, self._namespace_of(node).root)
+
+    @staticmethod
+    def _path_below(node: Node, root: Node) -> DrivePath:
         names: list[bytes] = []
         current: Node | None = node
         while current is not None and current is not root:
@@ -222,7 +267,10 @@ class ViewBase:
         except (FormatError, protocol.ProtocolError) as exc:
             raise FsError(errno.ENAMETOOLONG) from exc
 
-    def _node_from_entry(self, entry: FileEntry, parent: Node) -> Node:
+    def _node_from_entry(self, entry: FileEntry, parent: Node) -> Node | None:
+        """The node of one entry of ``parent``'s tree (``None``: a mount entry not shown)."""
+        if entry.kind is EntryKind.MOUNT:
+            return self._mount_root(entry, parent)
         return Node(
             kind=entry.kind, name=entry.name, parent=parent, namespace_id=parent.namespace_id,
             mode=entry.mode, uid=entry.uid, gid=entry.gid, size=entry.size,
@@ -238,20 +286,24 @@ class ViewBase:
             raise FsError(errno.ENOTDIR)
         if node.versions_root and (node.children is None or self._versions_stale):
             await self._refresh_versions()
+        namespace = self._namespace_of(node)
+        if node is namespace.root and not namespace.loaded:
+            await self._load_namespace(namespace)
         while node.children is None:
             tree_id = node.tree_id
             assert tree_id is not None
             tree = await self._fetch_listing(node, tree_id)
+            await self._open_mounts(node, tree)
             # Materialize only if nobody did meanwhile and a sync did not move the
             # directory to a newer tree while this one travelled (then fetch that one).
             if node.children is None and node.tree_id == tree_id:
-                children = {
-                    entry.name: self._node_from_entry(entry, node)
-                    for entry in tree
-                    if not self._hidden(node, entry.name)
-                }
-                if node is self._root:
-                    children.update((name, shown.root) for name, shown in self._mounts.items())
+                children: dict[bytes, Node] = {}
+                for entry in tree:
+                    child = None
+                    if not self._hidden(node, entry.name):
+                        child = self._node_from_entry(entry, node)
+                    if child is not None:
+                        children[entry.name] = child
                 node.children = children
         return node.children
 
@@ -344,6 +396,11 @@ class ViewBase:
     def _check_writable(self, node: Node) -> None:
         if node.readonly or node.versions_root:
             raise FsError(errno.EROFS)
+        namespace = self._namespace_of(node)
+        if not namespace.writable:  # a viewer of a shared folder
+            raise FsError(errno.EACCES)
+        if namespace.root.detached:  # the shared folder left the drive
+            raise FsError(errno.ENOENT)
 
     def _writable_dir(self, inode: int) -> Node:
         node = self._node(inode)
@@ -400,7 +457,7 @@ class ViewBase:
     def _free_name(self, parent: Node, name: bytes) -> dict[bytes, Node]:
         """The listing ``name`` is free in (under ``_lock``, see ``_listed``)."""
         check_name(name)
-        if self._hidden(parent, name):  # ``.versions``, or a mounted namespace's root
+        if self._hidden(parent, name):  # ``.versions``
             raise FsError(errno.EEXIST)
         children = self._listed(parent)
         if parent.detached:  # removed while this request waited for the lock
@@ -411,7 +468,7 @@ class ViewBase:
 
     def _journals_attrs(self, node: Node) -> bool:
         """Whether an attribute change needs its own setattr entry: not for the root (no
-        entry stores it: the change stays in memory; a mounted namespace's root alike), a
+        entry stores it: the change stays in memory; a shared folder's root alike), a
         path the server does not know yet, or a file whose coming put carries the
         attributes."""
         if node is self._namespace_of(node).root or not node.remote or node.detached:

@@ -7,6 +7,15 @@ new content) and queues ``Invalidation``s for the notifier. Names with unconfirm
 entries, and files open for writing, are left to the local change and looked at again by
 ``recheck``. The head the view shows is remembered in the journal, so a start works offline
 from it.
+
+A shared folder is followed once it is loaded (listed for the first time); before that its
+heads are not applied (the load asks for the newest). In the home, a mount entry is
+synced as one name: a new one shows its folder (opened through ``OpenNamespace``), a moved
+one moves the same root node, a removed one takes the folder away (the user was removed,
+left, or the folder was unshared), and a folder turned into one (shared by this user) is
+replaced by the shared folder's root once no local change below it is unconfirmed. After
+each home sync, a shared folder whose root the listed home no longer holds is detached
+(placed again if a listing meets its entry later).
 """
 
 from __future__ import annotations
@@ -101,8 +110,19 @@ class FollowingServer(FileContent):
         return self._home.head
 
     def head_of(self, namespace_id: NamespaceId) -> CommitId | None:
-        """The commit the view shows of ``namespace_id`` (``None``: no commit yet)."""
-        return self._namespace(namespace_id).head
+        """The commit the view shows of ``namespace_id`` (``None``: no commit yet, or a
+        shared folder not shown)."""
+        namespace = self._followed(namespace_id)
+        return None if namespace is None else namespace.head
+
+    def _followed(self, namespace_id: NamespaceId | None) -> Namespace | None:
+        """The namespace, if the view follows it (a shared folder once loaded)."""
+        if namespace_id is None:
+            return self._home
+        namespace = self._namespaces.get(namespace_id)
+        if namespace is None or not namespace.loaded:
+            return None
+        return namespace
 
     @property
     def deferred_count(self) -> int:
@@ -112,7 +132,8 @@ class FollowingServer(FileContent):
 
     def deferred_in(self, namespace_id: NamespaceId) -> int:
         """Names the last sync of ``namespace_id`` left alone."""
-        return len(self._namespace(namespace_id).deferred)
+        namespace = self._followed(namespace_id)
+        return 0 if namespace is None else len(namespace.deferred)
 
     @property
     def started_offline(self) -> bool:
@@ -125,8 +146,9 @@ class FollowingServer(FileContent):
         no older head of that namespace is shown, and nothing is rechecked against one
         (both would take away what the batch confirmed, as its entries leave the journal).
         Call it on the loop before the batch is completed in the journal."""
-        namespace = self._namespace(namespace_id)
-        namespace.floor_sequence = max(namespace.floor_sequence, sequence)
+        namespace = self._namespaces.get(namespace_id or self._home.namespace_id)
+        if namespace is not None:
+            namespace.floor_sequence = max(namespace.floor_sequence, sequence)
 
     async def apply_head(
         self, commit_id: CommitId, sequence: int, *, namespace_id: NamespaceId | None = None
@@ -142,8 +164,10 @@ class FollowingServer(FileContent):
         the change: the same content, a merge, or the other version with a conflicted copy
         beside it). Trees are fetched before taking the lock, so requests wait only for the
         changes themselves."""
-        namespace = self._namespace(namespace_id)
-        if commit_id == namespace.head or sequence < namespace.floor_sequence:
+        namespace = self._followed(namespace_id)
+        if namespace is None or commit_id == namespace.head:
+            return
+        if sequence < namespace.floor_sequence:
             return
         remote = namespace.ports.remote
         raw = (await remote.commits(namespace.namespace_id, [commit_id])).get(commit_id)
@@ -159,10 +183,12 @@ class FollowingServer(FileContent):
                 # entries may be gone from ``unconfirmed`` already: show that head instead.
                 return
             await self._sync_dir(namespace, root, commit.root, (), unconfirmed)
-            root.mtime_ns = root.ctime_ns = commit.time_ns
+            if namespace is self._home:
+                root.mtime_ns = root.ctime_ns = commit.time_ns
             namespace.head, namespace.head_sequence = commit_id, sequence
             if namespace is self._home:
                 self._versions_stale = True
+                self._settle_mounts()
             self._queue_invalidation(root)
             _log.debug(
                 "showing head %s: %d invalidations queued, %d names left to local changes",
@@ -177,7 +203,9 @@ class FollowingServer(FileContent):
         named by the journal stay aside without any work; the rest are looked up directory
         by directory (one tree and one journal read each), so a burst of thousands of
         pending creates costs little per answered batch."""
-        namespace = self._namespace(namespace_id)
+        namespace = self._followed(namespace_id)
+        if namespace is None:
+            return
         deferred = namespace.deferred
         if not deferred or namespace.head_sequence < namespace.floor_sequence:
             return  # the newer head is on its way: recheck against it
@@ -197,6 +225,8 @@ class FollowingServer(FileContent):
             except BaseException:
                 deferred.update(settled)  # a failed round: all of them again next time
                 raise
+            if namespace is self._home:
+                self._settle_mounts()
         self._flush_invalidations()
 
     async def _recheck_names(
@@ -251,11 +281,13 @@ class FollowingServer(FileContent):
 
     async def _tree(self, namespace: Namespace, tree_id: TreeId) -> Tree:
         try:
-            return await namespace.ports.fetcher.tree(tree_id)
+            tree = await namespace.ports.fetcher.tree(tree_id)
         except protocol.UnavailableError:
             raise
         except (StoreError, protocol.ProtocolError) as exc:
             raise SyncError(f"cannot fetch tree {tree_id}: {exc}") from exc
+        await self._open_mounts(namespace.root, tree)
+        return tree
 
     async def _prefetch_trees(self, namespace: Namespace, node: Node, tree_id: TreeId) -> None:
         """Fetch (into the cache) the trees a sync to ``tree_id`` will read: those of the
@@ -285,6 +317,8 @@ class FollowingServer(FileContent):
                 return None
             child = node.children.get(name)
             if child is None or child.kind is not EntryKind.DIR:
+                return None
+            if child.namespace_id != namespace.namespace_id:  # a shared folder's root
                 return None
             node = child
         return node if node.children is not None else None
@@ -342,17 +376,22 @@ class FollowingServer(FileContent):
         """Bring one name of a listed directory to the server's ``entry`` (``None``: the
         server has no such name), unless a local change holds it. ``own``: the content
         hashes of this device's puts (``_own_put_hashes``). A name the view keeps for
-        itself (``_hidden``: ``.versions``, a mounted namespace's root) stays as it is."""
+        itself (``_hidden``: ``.versions``) stays as it is."""
         if directory.children is None:
             return  # dropped by a forget meanwhile: it is fetched anew, from the new tree
         if self._hidden(directory, name):
             return
         child = directory.children.get(name)
+        mounted = child is not None and self._is_mount_point(child)
+        if mounted or (entry is not None and entry.kind is EntryKind.MOUNT):
+            self._sync_mount(directory, child, entry, path=path, unconfirmed=unconfirmed)
+            return
         if _held_locally(child, entry, path, unconfirmed):
             self._namespace_of(directory).deferred.add(path)
         elif child is None:
-            if entry is not None:
-                directory.children[name] = self._node_from_entry(entry, directory)
+            node = None if entry is None else self._node_from_entry(entry, directory)
+            if node is not None:
+                directory.children[name] = node
                 self._queue_invalidation(directory, name)  # a negative entry the kernel holds
         elif entry is None:
             self._remove_remotely(directory, child)
@@ -366,7 +405,9 @@ class FollowingServer(FileContent):
             self._sync_leaf(child, entry, own)
         else:  # another kind now
             self._remove_remotely(directory, child)
-            directory.children[name] = self._node_from_entry(entry, directory)
+            node = self._node_from_entry(entry, directory)
+            if node is not None:
+                directory.children[name] = node
 
     def _sync_leaf(self, node: Node, entry: FileEntry, own: Mapping[int, ContentHash]) -> None:
         """A file, symlink, FIFO or socket whose server entry is ``entry`` (same kind). The
@@ -397,6 +438,70 @@ class FollowingServer(FileContent):
         attrs_changed = _adopt_attrs(node, entry)
         if not same_content or attrs_changed:
             self._queue_invalidation(node, data=not same_content)
+
+    def _sync_mount(
+        self,
+        directory: Node,
+        child: Node | None,
+        entry: FileEntry | None,
+        *,
+        path: tuple[bytes, ...],
+        unconfirmed: _Unconfirmed,
+    ) -> None:
+        """One home name where a mount entry is, or was: see the module docstring. A
+        local change of the name itself (a rename of the mount point on its way) holds
+        it; what is below a shared folder's root is that folder's, not the home's."""
+        assert directory.children is not None
+        name = path[-1]
+        if path in unconfirmed.exact:
+            self._namespace_of(directory).deferred.add(path)
+            return
+        mounted = child is not None and self._is_mount_point(child)
+        if child is not None and not mounted and _held_locally(child, entry, path, unconfirmed):
+            self._namespace_of(directory).deferred.add(path)  # a folder being shared
+            return
+        new = None if entry is None else self._node_from_entry(entry, directory)
+        if child is new:
+            if child is not None:
+                self._queue_invalidation(child)  # its attributes may have changed
+            return
+        if child is not None:
+            if mounted:
+                del directory.children[name]  # gone or moved: ``_settle_mounts`` decides
+                self._queue_invalidation(directory, name)
+            else:
+                self._remove_remotely(directory, child)
+        if new is not None:
+            directory.children[name] = new
+            self._queue_invalidation(directory, name)
+
+    def _settle_mounts(self) -> None:
+        """Detach every shared folder's root the listed home no longer holds (its mount
+        entry was removed, or moved where the view has not looked): open handles keep
+        working, nothing below it can change; a listing that meets its entry again places
+        the same root there."""
+        for namespace in list(self._namespaces.values()):
+            root = namespace.root
+            if namespace is self._home or root.detached or self._placed(root):
+                continue
+            root.detached = True
+            root.ctime_ns = now_ns()
+            _log.info("shared folder %s is not in the listed drive", namespace.namespace_id)
+
+    def _placed(self, node: Node) -> bool:
+        """Whether ``node`` hangs from the home root (a directory on the way whose listing
+        was dropped counts as holding it: its tree still names the entry)."""
+        current = node
+        while current is not self._root:
+            parent = current.parent
+            if parent is None or current.detached:
+                return False
+            if parent.children is None:
+                return not parent.detached
+            if parent.children.get(current.name) is not current:
+                return False
+            current = parent
+        return True
 
     def _remove_remotely(self, directory: Node, node: Node) -> None:
         """Another device removed (or replaced) ``node``: out of its directory, open

@@ -1,11 +1,12 @@
 """The filesystem model: namespaces as one POSIX tree of inodes, kernel-free.
 
 ``FileSystemModel`` is the view the mount shows: the home namespace's head tree at ``/``
-and any other namespace's (a shared folder) mounted at a name in the home root
-(``/Team``), each fetched lazily directory by directory through its own ``Fetcher``,
-plus an in-memory overlay of local changes the server has not confirmed (new, changed,
-moved and removed entries, open files and their staged content), the inode table,
-directory and file handles, and the read-only ``/.versions`` tree of retained commits.
+and each shared folder (a namespace of its own) where the home holds its mount entry
+(``/Team``, or deeper), each fetched lazily directory by directory through its own
+``Fetcher``, plus an in-memory overlay of local changes the server has not confirmed (new,
+changed, moved and removed entries, open files and their staged content), the inode
+table, directory and file handles, and the read-only ``/.versions`` tree of retained
+commits.
 It is built in layers, each a module of this package and a class on top of the one below:
 
 - ``namespaces``: the state of each namespace shown (root, head, held-back names) and
@@ -27,13 +28,14 @@ the mount wires in the real parts and a test anything alike.
 Several namespaces: every node belongs to one (``Node.namespace_id``), and a change is
 journaled for the node's namespace with the path inside it (``/Team/a`` is ``a`` in Team),
 its content fetched through that namespace's fetcher; ``apply_head``, ``recheck`` and
-``raise_floor`` act on the namespace they are given, and ``start`` replays each one's
-journal entries onto its own root. A mount point is a name directly in the home root
-(deeper ones are refused); it hides a home entry of the same name (shadowed: kept on the
-server and in every home head, neither shown nor changed). Across namespaces rename(2)
-and link(2) answer EXDEV (``mv`` copies and removes); rmdir, unlink and rename of a mount
-point, or onto one, EBUSY; creating its name in the home root, EEXIST. ``/.versions`` is
-the home namespace's history only.
+``raise_floor`` act on the namespace they are given. A shared folder's ports come from
+``open_namespace`` when a home listing first meets its mount entry, and its head is loaded
+(and its journal entries replayed) when it is first listed. The mount point is the home's:
+it moves within the home like a folder (a home move of the mount entry), but rmdir, unlink
+and replacing it answer EBUSY; across namespaces rename(2) and link(2) answer EXDEV
+(``mv`` copies and removes). A viewer's writes below it answer EACCES and journal nothing.
+A new home head that adds, moves or removes a mount entry shows, moves or takes away the
+folder. ``/.versions`` is the home namespace's history only.
 
 Every change is applied to the overlay at once and journaled (``boxfs.journal``) before
 the call returns, then the uploader is nudged: a burst of metadata changes never waits
@@ -54,8 +56,8 @@ the syncer of each namespace (``apply_head``, ``recheck``) and the notifier
 Known limits: a file written here keeps its staged file pinned while its node lives (until
 a sync from another device replaces the content); a truncate of a closed file is journaled
 at once as a put (the journal never merges entries); new entries take the mount's uid/gid;
-hard links raise ``FsError(EPERM)`` (EXDEV across namespaces); a mounted namespace's root keeps its
-attributes in memory only (no entry stores them, as for ``/``).
+hard links raise ``FsError(EPERM)`` (EXDEV across namespaces); a chmod or utime of a shared
+folder's root stays in memory only (its mount entry is the server's to write).
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""The namespaces a view shows: the home namespace at ``/``, and any mounted at a path.
+"""The namespaces a view shows: the home namespace at ``/``, and shared folders wherever
+the home holds their mount entries.
 
 ``NamespacePorts`` is what the view is built with for one namespace: its id, its history
-and content on the server, and the uploader that drains its journal entries.
+and content on the server, and the uploader that drains its journal entries;
+``OpenNamespace`` is how the view gets the ports of a shared folder when it first meets
+its mount entry (the mount starts that namespace's fetcher, uploader and syncer then).
 ``Namespace`` is the view's state of one namespace: its root node, the head it shows and
-that head's sequence, the floor below which no head is shown, and the names the last sync
-left to local changes. Every ``Node`` names the namespace it belongs to
-(``Node.namespace_id``); the view keeps one ``Namespace`` per id, and each journal append,
-fetch, path, head and replay goes through the node's own.
+that head's sequence, the floor below which no head is shown, the names the last sync
+left to local changes, the caller's role, and whether its head is loaded yet (a shared
+folder's is loaded when it is first listed). Every ``Node`` names the namespace it
+belongs to (``Node.namespace_id``); the view keeps one ``Namespace`` per id, and each
+journal append, fetch, path, head and replay goes through the node's own.
 
 Pure data: no I/O and no lock. The view's layers read and change it on the mount's trio
 loop (``docs/concurrency.md``: the model lock orders the changes).
@@ -14,7 +18,10 @@ loop (``docs/concurrency.md``: the model lock orders the changes).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+import trio
 
 from boxfs.view.nodes import Node
 from boxfs.view.ports import Content, History, UploadSignal
@@ -34,11 +41,18 @@ class NamespacePorts:
     uploader: UploadSignal
 
 
+# The ports of a shared folder's namespace, opened on first use; ``None``: not shown.
+OpenNamespace = Callable[[NamespaceId], Awaitable[NamespacePorts | None]]
+
+
 @dataclass(eq=False, slots=True)
 class Namespace:
     """One namespace as the view shows it. ``root`` is the home root (``/``) for the home
-    namespace, else its mount point, a directory node in the home root named as mounted,
-    where its paths start afresh (``/Team/a`` is ``a`` in Team)."""
+    namespace, else its mount point: a directory node standing for the home's mount entry
+    (named and placed as the entry is), where its paths start afresh (``/Team/a`` is ``a``
+    in Team). While the home holds no mount entry of it where the view has looked (it was
+    removed, or moved to a folder not listed yet), its root is detached: nothing below it
+    can change, and it is placed again when a listing meets its entry."""
 
     ports: NamespacePorts
     root: Node
@@ -47,6 +61,13 @@ class Namespace:
     floor_sequence: int = -1  # no head older than this is shown (``raise_floor``)
     deferred: set[tuple[bytes, ...]] = field(default_factory=set)  # left to local changes
     started_offline: bool = False  # started from the head the last mount showed
+    role: str | None = None  # the caller's: a viewer's writes fail with EACCES
+    loaded: bool = False  # its head is in the view (the home's by ``start``)
+    loading: trio.Lock = field(default_factory=trio.Lock)
+
+    @property
+    def writable(self) -> bool:
+        return self.role != "viewer"
 
     @property
     def namespace_id(self) -> NamespaceId:

@@ -199,8 +199,8 @@ class NamespaceRules(JournalReplay):
         self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int
     ) -> None:
         """rename(2) inside one namespace. From one namespace to another: EXDEV, and
-        nothing changes (``mv`` then copies and removes); of a mounted namespace's root, or
-        onto one: EBUSY."""
+        nothing changes (``mv`` then copies and removes). A shared folder's root moves
+        within the home like a folder (its mount entry moves); onto one: EBUSY."""
         if flags & ~RENAME_NOREPLACE:
             raise FsError(errno.EINVAL)
         source_dir = self._writable_dir(old_parent)
@@ -217,9 +217,9 @@ class NamespaceRules(JournalReplay):
     ) -> None:
         """rename's checks and change, under ``_lock`` (through ``_change``)."""
         node = self._listed_child(source_dir, old)
-        if self._is_mount_point(node):
-            raise FsError(errno.EBUSY)
-        self._check_writable(node)
+        mount_point = self._is_mount_point(node)
+        if not mount_point:  # a mount entry is the home's: writable where the home is
+            self._check_writable(node)
         targets = self._listed(target_dir)
         if source_dir.detached or target_dir.detached:
             raise FsError(errno.ENOENT)
@@ -236,7 +236,7 @@ class NamespaceRules(JournalReplay):
         if replaced is not None:
             empty = replaced.kind is not EntryKind.DIR or not self._listed(replaced)
             _check_replace(node, replaced, flags, empty)
-        source_path = self._path(node)
+        source_path = self._home_path(node) if mount_point else self._path(node)
         destination = self._child_path(target_dir, new)
         ops: list[JournalOp | BasedOnPut] = []
         if node.remote:
@@ -244,7 +244,7 @@ class NamespaceRules(JournalReplay):
         elif replaced is not None and replaced.remote:
             ops.append(self._delete_op(replaced))  # the new file's put comes at release
         if ops:
-            await self._append(self._namespace_of(node), *ops)
+            await self._append(self._namespace_of(source_dir), *ops)
         if replaced is not None:
             self._detach(replaced)
         assert source_dir.children is not None

@@ -1,8 +1,9 @@
 """The start of a view: the head (or, offline, the one last shown) and the journal replayed.
 
-``start`` loads the namespace's head, then replays the journal's unconfirmed entries (an
-earlier mount's changes, in flight or pending) onto it, so they show; call it before
-``uploader.run`` starts (a confirmed entry would otherwise be missing from the view).
+``start`` loads the home namespace's head, then replays the journal's unconfirmed entries
+(an earlier mount's changes, in flight or pending) onto it, so they show; call it before
+``uploader.run`` starts (a confirmed entry would otherwise be missing from the view). A
+shared folder is loaded the same way when it is first listed (``_load_namespace``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from boxfs.view.namespaces import Namespace
 from boxfs.view.nodes import FsError, Node, apply_changes, set_attrs
 from store import protocol
 from store.errors import FormatError, NotFoundError
-from store.objects import EntryKind, decode_commit
+from store.objects import EMPTY_TREE, EntryKind, decode_commit
 from store.ops import Delete, Mkdir, Move, SetAttr
 from store.protocol import DrivePath
 
@@ -38,15 +39,29 @@ class JournalReplay(FollowingServer):
 
         Call it once, before the uploaders start (so no staged file named by an entry is
         discarded while this replays)."""
-        namespaces = list(self._namespaces.values())
-        for namespace in namespaces:
+        namespace = self._home
+        view = await self._initial_head(namespace)
+        if view is not None:
+            namespace.head = view.commit_id
+            namespace.root.tree_id = view.root
+            namespace.root.mtime_ns = namespace.root.ctime_ns = view.time_ns
+        namespace.root.children = None
+        namespace.loaded = True
+        await self._replay_journal(namespace)
+
+    async def _load_namespace(self, namespace: Namespace) -> None:
+        """A shared folder's first listing: its head (or offline the one the last mount
+        showed; else the listing fails), then its journal entries replayed onto it. Once,
+        however many requests ask at the same time."""
+        async with namespace.loading:
+            if namespace.loaded:
+                return
             view = await self._initial_head(namespace)
-            if view is not None:
-                namespace.head = view.commit_id
-                namespace.root.tree_id = view.root
-                namespace.root.mtime_ns = namespace.root.ctime_ns = view.time_ns
-            namespace.root.children = None
-        for namespace in namespaces:
+            root = namespace.root
+            root.tree_id = view.root if view is not None else EMPTY_TREE.id
+            namespace.head = view.commit_id if view is not None else None
+            root.children = None
+            namespace.loaded = True
             await self._replay_journal(namespace)
 
     async def _replay_journal(self, namespace: Namespace) -> None:
@@ -91,13 +106,16 @@ class JournalReplay(FollowingServer):
         self, namespace: Namespace, path: DrivePath
     ) -> tuple[Node, dict[bytes, Node]]:
         """The directory holding ``path`` inside ``namespace`` and its entries
-        (materialized). A path through a name the view keeps for itself (a mounted
-        namespace's root shadowing a home entry, ``.versions``) is not shown: EBUSY."""
+        (materialized). A path through a name the view keeps for itself (``.versions``) or
+        into another namespace (a shared folder's root, seen from the home) is not shown
+        there: EBUSY."""
         node = namespace.root
         for name in path.components[:-1]:
             if self._hidden(node, name):
                 raise FsError(errno.EBUSY)
             node = await self._child(node, name)
+            if node.namespace_id != namespace.namespace_id:
+                raise FsError(errno.EBUSY)
         if self._hidden(node, path.name):
             raise FsError(errno.EBUSY)
         return node, await self._children(node)
@@ -131,6 +149,8 @@ class JournalReplay(FollowingServer):
             case Delete():
                 _, children = await self._resolve(namespace, op.path)
                 if (gone := children.get(op.path.name)) is not None:
+                    if self._is_mount_point(gone):
+                        raise FsError(errno.EBUSY)  # the server refuses it too
                     self._detach(gone)
             case SetAttr():
                 _, children = await self._resolve(namespace, op.path)

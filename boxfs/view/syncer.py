@@ -21,11 +21,10 @@ Failures never end ``run``: a failed apply (even a bug) is logged and retried af
 backoff.
 
 Every call into the model names the syncer's namespace (``apply_head``, ``recheck``,
-``raise_floor``, ``head_of``, ``deferred_in``), so a view of several namespaces is
-followed by one syncer per namespace, each with that namespace's uploader relay: for a
-namespace mounted in the view (``FileSystemModel(mounts=...)``), ``boxfs.mount`` would build
-a second fetcher, uploader and syncer beside the home ones (``mount._build_drive``), all on
-the one ``Remote`` and journal. Today the mount shows the home namespace only.
+``raise_floor``, ``head_of``, ``deferred_in``, ``set_role`` with the role each event
+carries), so a view of several namespaces is followed by one syncer per namespace, each
+with that namespace's uploader relay: the home's, and one per shared folder
+(``boxfs.shared_folders``), all on the one ``Remote`` and journal.
 
 Who calls it: ``boxfs.mount`` starts ``run`` in its root nursery after the model's
 ``start``. The syncer is an ``UploadListener``: it subscribes, when it is built, to the
@@ -139,6 +138,7 @@ class Syncer:
                 async for event in self.remote.events(on_connected=self._on_connected):
                     if event.namespace_id != self.namespace_id:
                         continue
+                    self.model.set_role(self.namespace_id, event.role)
                     if event.sequence <= self._sequence:
                         continue  # already seen (a replay after reconnecting)
                     self._sequence = event.sequence

@@ -1,10 +1,11 @@
-"""A view of two namespaces: the home namespace at ``/`` and a second one ("Team")
-mounted at ``/Team``, driven directly (no kernel, no server).
+"""A view of two namespaces: the home namespace at ``/`` and a shared folder ("Team"),
+shown where the home's mount entry for it stands, driven directly (no kernel, no server).
 
 Each namespace is an in-memory drive (``tests/boxfs/memory_drive.py``) with its own
 upload signal; one real journal and staging directory serve both, as on a device. Nothing
 drains the journal, so the tests see exactly what the model appended, and for which
-namespace."""
+namespace. The home drive's mount entries are made as the server makes them (a put of an
+``EntryKind.MOUNT`` entry in its history)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import trio
 
 from boxfs.journal import Journal, JournalOp, StagedPut
 from boxfs.staging import Staging
 from boxfs.view import ROOT_INODE, VERSIONS_NAME, FileSystemModel, NamespacePorts
 from store.ids import NamespaceId
-from store.objects import decode_commit
+from store.objects import EntryKind, FileEntry, decode_commit
 from store.ops import Attrs, Delete, Mkdir, Move, Op, Put, SetAttr
 from store.protocol import DrivePath
 from tests.boxfs.memory_drive import MemoryDrive, NoUploads
@@ -40,6 +40,7 @@ class TwoNamespaces:
     journal: Journal
     home_uploads: NoUploads
     team_uploads: NoUploads
+    opened: list[NamespaceId] = field(default_factory=list)
 
     async def pending(self, drive: MemoryDrive) -> list[tuple[str, ...]]:
         """The journal's pending entries of ``drive``'s namespace, as (kind, path ...)."""
@@ -66,8 +67,8 @@ def described(op: JournalOp) -> tuple[str, ...]:
 
 
 def home_entries_below(name: bytes) -> list[JournalOp]:
-    """Home journal entries naming ``name`` and a folder below it (as an earlier mount,
-    without ``name`` mounted over, would have journaled them)."""
+    """Home journal entries naming ``name`` and a folder below it (a path through the mount
+    entry, and its delete: the server refuses both, and so does the view's replay)."""
     attrs = Attrs(mode=0o755, uid=UID, gid=GID, mtime_ns=1)
     return [Mkdir(DrivePath([name, b"stray"]), attrs), Delete(DrivePath([name]))]
 
@@ -82,6 +83,16 @@ def put(drive: MemoryDrive, path: bytes, data: bytes) -> Op:
     return Put(where, drive.file_entry(where.name, data))
 
 
+def mount(shared: MemoryDrive, path: bytes = TEAM, mode: int = 0o750) -> Op:
+    """An edit of a home's history: the mount entry of ``shared`` at ``path``."""
+    where = DrivePath.from_bytes(path)
+    entry = FileEntry(
+        name=where.name, kind=EntryKind.MOUNT, mode=mode, uid=1, gid=1, size=0, mtime_ns=7,
+        namespace_id=shared.namespace_id,
+    )  # fmt: skip
+    return Put(where, entry)
+
+
 def mkdir(path: bytes) -> Op:
     return Mkdir(DrivePath.from_bytes(path), Attrs(mode=0o755, uid=1, gid=1, mtime_ns=1))
 
@@ -94,22 +105,28 @@ def delete(path: bytes) -> Op:
 async def two_namespaces(
     directory: Path, home: MemoryDrive, team: MemoryDrive
 ) -> AsyncIterator[TwoNamespaces]:
-    """A started view of ``home`` at ``/`` and ``team`` at ``/Team``, with the journal and
-    staging directory in ``directory`` (a second view over the same directory is the next
-    mount of the same device)."""
+    """A started view of ``home`` at ``/``, which opens ``team`` wherever the home holds a
+    mount entry of it, with the journal and staging directory in ``directory`` (a second
+    view over the same directory is the next mount of the same device)."""
     directory.mkdir(parents=True, exist_ok=True)
     home_uploads, team_uploads = NoUploads(), NoUploads()
+    opened: list[NamespaceId] = []
+
+    async def open_namespace(namespace_id: NamespaceId) -> NamespacePorts | None:
+        opened.append(namespace_id)
+        if namespace_id != team.namespace_id:
+            return None
+        return NamespacePorts(team.namespace_id, team, team, team_uploads)
+
     with Journal(directory / "journal.sqlite") as journal:
         model = FileSystemModel(
             home=NamespacePorts(home.namespace_id, home, home, home_uploads),
-            mounts={
-                DrivePath([TEAM]): NamespacePorts(team.namespace_id, team, team, team_uploads)
-            },
+            open_namespace=open_namespace,
             journal=journal, staging=Staging(directory / "staging"),
             limiter=trio.CapacityLimiter(4), uid=UID, gid=GID,
         )  # fmt: skip
         await model.start()
-        yield TwoNamespaces(model, home, team, journal, home_uploads, team_uploads)
+        yield TwoNamespaces(model, home, team, journal, home_uploads, team_uploads, opened)
 
 
 def run_two(
@@ -117,10 +134,18 @@ def run_two(
     test: Callable[[TwoNamespaces], Awaitable[None]],
     home: MemoryDrive | None = None,
     team: MemoryDrive | None = None,
+    *,
+    mounted: bool = True,
 ) -> None:
+    """Run ``test`` on a view of ``home`` and ``team``; with ``mounted``, the home's head
+    first gets the mount entry of ``team`` at ``/Team``."""
+    home, team = home or new_drive(), team or new_drive()
+    if mounted:
+        home.commit([mount(team)])
+
     async def main() -> None:
         with trio.fail_after(TIMEOUT_S):
-            async with two_namespaces(directory, home or new_drive(), team or new_drive()) as view:
+            async with two_namespaces(directory, home, team) as view:
                 await test(view)
 
     trio.run(main)
@@ -144,47 +169,59 @@ async def child(model: FileSystemModel, parent: int, name: bytes) -> int:
     return (await model.lookup(parent, name)).inode
 
 
+async def sequence_of(drive: MemoryDrive) -> int:
+    return (await drive.head(drive.namespace_id)).sequence
+
+
 # --------------------------------------------------------------------------------------
 
 
-def test_the_mounted_namespace_is_listed_in_the_home_root_and_shadows_a_home_entry(
-    tmp_path: Path,
-) -> None:
+def test_the_mount_entry_shows_the_shared_folder_where_it_stands(tmp_path: Path) -> None:
     home, team = new_drive(), new_drive()
-    home.commit([
-        put(home, b"a.txt", b"home a"),
-        mkdir(TEAM),
-        put(home, b"Team/secret", b"the home's own Team folder"),
-    ])  # fmt: skip
+    home.commit([put(home, b"a.txt", b"home a")])
     team.commit([put(team, b"plan.txt", b"the plan")])
 
     async def test(view: TwoNamespaces) -> None:
         model = view.model
         assert sorted(await names_of(model, ROOT_INODE)) == [TEAM, b"a.txt"]
-        team_inode = await view.team_inode()
+        team_attr = await model.lookup(ROOT_INODE, TEAM)
+        assert team_attr.mode & 0o7777 == 0o750  # the mount entry's own attributes
+        team_inode = team_attr.inode
         assert await names_of(model, team_inode) == [b"plan.txt"]
         assert await read_all(model, await child(model, team_inode, b"plan.txt")) == b"the plan"
-        await fails(errno.ENOENT, model.lookup(team_inode, b"secret"))
-        # The name is taken in the home root: nothing can be made there.
+        # The name is taken in the home: nothing else can be made there.
         await fails(errno.EEXIST, model.mkdir(ROOT_INODE, TEAM, 0o755))
         await fails(errno.EEXIST, model.create(ROOT_INODE, TEAM, 0o644, os.O_WRONLY))
         await fails(errno.EEXIST, model.symlink(ROOT_INODE, TEAM, b"x"))
-        # The shadowed home entry is hidden, not deleted, and a new home head that
-        # changes it leaves the mounted namespace where it is.
-        head = home.commit([
-            put(home, b"Team/more", b"more"),
-            put(home, b"b.txt", b"home b"),
-        ])  # fmt: skip
-        await model.apply_head(head, 2)
+        # A new home head that changes other names leaves the shared folder as it is.
+        head = home.commit([put(home, b"b.txt", b"home b")])
+        await model.apply_head(head, await sequence_of(home))
         assert model.head == head
         assert sorted(await names_of(model, ROOT_INODE)) == [TEAM, b"a.txt", b"b.txt"]
         assert await view.team_inode() == team_inode
         assert await names_of(model, team_inode) == [b"plan.txt"]
         assert await view.pending(view.home) == []
         assert await view.pending(view.team) == []
-        assert await server_names(home, [TEAM]) == [b"more", b"secret"]
 
     run_two(tmp_path, test, home, team)
+
+
+def test_a_mount_entry_deeper_in_the_home_and_one_not_opened(tmp_path: Path) -> None:
+    home, team, stranger = new_drive(), new_drive(), new_drive()
+    home.commit([mkdir(b"work"), mount(team, b"work/Team"), mount(stranger, b"work/Other")])
+    team.commit([put(team, b"plan.txt", b"the plan")])
+
+    async def test(view: TwoNamespaces) -> None:
+        model = view.model
+        work = await child(model, ROOT_INODE, b"work")
+        assert await names_of(model, work) == [TEAM]  # Other's namespace is not opened
+        assert stranger.namespace_id in view.opened
+        team_inode = await child(model, work, TEAM)
+        assert await names_of(model, team_inode) == [b"plan.txt"]
+        await write_file(model, team_inode, b"new.txt", b"new")
+        assert await view.pending(view.team) == [("put", "new.txt")]
+
+    run_two(tmp_path, test, home, team, mounted=False)
 
 
 def test_changes_below_the_mount_point_are_journaled_for_its_namespace_with_its_paths(
@@ -247,29 +284,39 @@ def test_a_rename_or_link_from_one_namespace_to_another_is_exdev_and_changes_not
     run_two(tmp_path, test)
 
 
-def test_the_mount_point_cannot_be_removed_renamed_or_replaced(tmp_path: Path) -> None:
+def test_the_mount_point_moves_in_the_home_but_is_not_removed_or_replaced(
+    tmp_path: Path,
+) -> None:
     async def test(view: TwoNamespaces) -> None:
         model = view.model
         team_inode = await view.team_inode()
+        await write_file(model, team_inode, b"t", b"team t")
         await model.mkdir(ROOT_INODE, b"empty", 0o755)
         await write_file(model, ROOT_INODE, b"file", b"")
         before = await view.pending(view.home)
         await fails(errno.EBUSY, model.rmdir(ROOT_INODE, TEAM))
         await fails(errno.EBUSY, model.unlink(ROOT_INODE, TEAM))
-        await fails(errno.EBUSY, model.rename(ROOT_INODE, TEAM, ROOT_INODE, b"Other", 0))
         await fails(errno.EBUSY, model.rename(ROOT_INODE, b"empty", ROOT_INODE, TEAM, 0))
         await fails(errno.EBUSY, model.rename(ROOT_INODE, b"file", ROOT_INODE, TEAM, 0))
         assert await view.pending(view.home) == before
-        assert await view.pending(view.team) == []
-        assert sorted(await names_of(model, ROOT_INODE)) == [TEAM, b"empty", b"file"]
-        assert await view.team_inode() == team_inode
+        # A rename moves the mount entry, in the home: the folder comes along.
+        await model.rename(ROOT_INODE, TEAM, ROOT_INODE, b"Work", 0)
+        await model.rename(ROOT_INODE, b"Work", await child(model, ROOT_INODE, b"empty"), TEAM, 0)
+        assert (await view.pending(view.home))[len(before) :] == [
+            ("move", "Team", "Work"), ("move", "Work", "empty/Team"),
+        ]  # fmt: skip
+        assert await view.pending(view.team) == [("put", "t")]
+        assert sorted(await names_of(model, ROOT_INODE)) == [b"empty", b"file"]
+        empty = await child(model, ROOT_INODE, b"empty")
+        assert await child(model, empty, TEAM) == team_inode
+        assert await names_of(model, team_inode) == [b"t"]
 
     run_two(tmp_path, test)
 
 
 def test_versions_is_the_home_namespaces_only(tmp_path: Path) -> None:
     home, team = new_drive(), new_drive()
-    home.commit([put(home, b"h", b"home")])
+    home.commit([put(home, b"h", b"home"), mount(team)])
     team.commit([put(team, b"t", b"team")])
     team.commit([put(team, b"u", b"team")])
 
@@ -280,35 +327,131 @@ def test_versions_is_the_home_namespaces_only(tmp_path: Path) -> None:
         assert await names_of(model, await child(model, versions, snapshot)) == [b"h"]
         await fails(errno.ENOENT, model.lookup(await view.team_inode(), VERSIONS_NAME))
 
+    run_two(tmp_path, test, home, team, mounted=False)
+
+
+def test_a_home_head_that_adds_a_mount_entry_shows_the_folder(tmp_path: Path) -> None:
+    home, team = new_drive(), new_drive()
+    home.commit([put(home, b"a.txt", b"a")])
+    team.commit([put(team, b"plan.txt", b"the plan")])
+
+    async def test(view: TwoNamespaces) -> None:
+        model = view.model
+        assert await names_of(model, ROOT_INODE) == [b"a.txt"]
+        await fails(errno.ENOENT, model.lookup(ROOT_INODE, TEAM))  # a negative entry
+        model.take_invalidations()
+        head = home.commit([mount(team)])  # the invitation was accepted
+        await model.apply_head(head, await sequence_of(home))
+        assert (ROOT_INODE, TEAM) in {(i.inode, i.name) for i in model.take_invalidations()}
+        team_inode = await view.team_inode()
+        assert await names_of(model, team_inode) == [b"plan.txt"]
+        assert model.head_of(team.namespace_id) is not None
+
+    run_two(tmp_path, test, home, team, mounted=False)
+
+
+def test_a_home_head_that_removes_the_mount_entry_takes_the_folder_away(tmp_path: Path) -> None:
+    home, team = new_drive(), new_drive()
+    team.commit([put(team, b"plan.txt", b"the plan")])
+
+    async def test(view: TwoNamespaces) -> None:
+        model = view.model
+        team_inode = await view.team_inode()
+        plan = await child(model, team_inode, b"plan.txt")
+        assert await read_all(model, plan) == b"the plan"
+        model.take_invalidations()
+        head = home.commit([delete(TEAM)])  # removed from the folder, or it was unshared
+        await model.apply_head(head, await sequence_of(home))
+        assert (ROOT_INODE, TEAM) in {(i.inode, i.name) for i in model.take_invalidations()}
+        assert await names_of(model, ROOT_INODE) == []
+        await fails(errno.ENOENT, model.lookup(ROOT_INODE, TEAM))
+        # What the kernel still holds of it changes nothing any more.
+        await fails(errno.ENOENT, model.mkdir(team_inode, b"x", 0o755))
+        await fails(errno.ENOENT, model.create(team_inode, b"y", 0o644, os.O_WRONLY))
+        await fails(errno.ENOENT, model.open(plan, os.O_WRONLY))
+        assert await view.pending(view.team) == []
+
     run_two(tmp_path, test, home, team)
 
 
-def test_deeper_or_taken_mount_points_are_refused(tmp_path: Path) -> None:
+def test_a_folder_this_user_shared_becomes_the_shared_folder(tmp_path: Path) -> None:
     home, team = new_drive(), new_drive()
+    home.commit([mkdir(TEAM), put(home, b"Team/plan.txt", b"the plan")])
+    team.commit([put(team, b"plan.txt", b"the plan")])  # its history starts from the folder
 
-    def build(mounts: dict[DrivePath, NamespacePorts]) -> None:
-        with Journal(tmp_path / "journal.sqlite") as journal:
-            FileSystemModel(
-                home=NamespacePorts(home.namespace_id, home, home, NoUploads()),
-                mounts=mounts, journal=journal, staging=Staging(tmp_path / "staging"),
-                limiter=trio.CapacityLimiter(1), uid=UID, gid=GID,
-            )  # fmt: skip
+    async def test(view: TwoNamespaces) -> None:
+        model = view.model
+        folder = await view.team_inode()
+        assert await names_of(model, folder) == [b"plan.txt"]
+        head = home.commit([delete(b"Team/plan.txt"), delete(TEAM), mount(team)])
+        await model.apply_head(head, await sequence_of(home))
+        team_inode = await view.team_inode()
+        assert team_inode != folder
+        assert await names_of(model, team_inode) == [b"plan.txt"]
+        await write_file(model, team_inode, b"next.txt", b"next")
+        assert await view.pending(view.team) == [("put", "next.txt")]
+        assert await view.pending(view.home) == []
 
-    ports = NamespacePorts(team.namespace_id, team, team, NoUploads())
-    build({DrivePath([TEAM]): ports})  # directly in the home root: fine
-    with pytest.raises(ValueError, match="directly in the home root"):
-        build({DrivePath([b"shared", TEAM]): ports})
-    with pytest.raises(ValueError, match="taken"):
-        build({DrivePath([VERSIONS_NAME]): ports})
-    with pytest.raises(ValueError, match="shown already"):
-        build({DrivePath([TEAM]): NamespacePorts(home.namespace_id, home, home, NoUploads())})
+    run_two(tmp_path, test, home, team, mounted=False)
+
+
+def test_a_mount_entry_moved_elsewhere_keeps_the_folder_and_its_inode(tmp_path: Path) -> None:
+    home, team = new_drive(), new_drive()
+    team.commit([put(team, b"plan.txt", b"the plan")])
+
+    async def test(view: TwoNamespaces) -> None:
+        model = view.model
+        team_inode = await view.team_inode()
+        assert await names_of(model, team_inode) == [b"plan.txt"]
+        head = home.commit([mkdir(b"a"), Move(DrivePath([TEAM]), DrivePath([b"a", b"Work"]))])
+        await model.apply_head(head, await sequence_of(home))
+        assert await names_of(model, ROOT_INODE) == [b"a"]
+        a = await child(model, ROOT_INODE, b"a")
+        assert await child(model, a, b"Work") == team_inode
+        assert await names_of(model, team_inode) == [b"plan.txt"]
+        assert model.head_of(team.namespace_id) is not None
+
+    run_two(tmp_path, test, home, team)
+
+
+def test_a_viewer_cannot_change_anything_in_the_folder(tmp_path: Path) -> None:
+    team = new_drive()
+    team.commit([put(team, b"plan.txt", b"the plan"), mkdir(b"docs")])
+
+    async def test(view: TwoNamespaces) -> None:
+        model = view.model
+        model.set_role(team.namespace_id, "viewer")
+        team_inode = await view.team_inode()
+        plan = await child(model, team_inode, b"plan.txt")
+        docs = await child(model, team_inode, b"docs")
+        assert (await model.getattr(plan)).mode & 0o222 == 0
+        assert await read_all(model, plan) == b"the plan"
+        await fails(errno.EACCES, model.mkdir(team_inode, b"x", 0o755))
+        await fails(errno.EACCES, model.create(team_inode, b"y", 0o644, os.O_WRONLY))
+        await fails(errno.EACCES, model.open(plan, os.O_WRONLY))
+        await fails(errno.EACCES, model.unlink(team_inode, b"plan.txt"))
+        await fails(errno.EACCES, model.rmdir(team_inode, b"docs"))
+        await fails(errno.EACCES, model.rename(team_inode, b"plan.txt", docs, b"p", 0))
+        await fails(errno.EACCES, model.setattr(plan, mode=0o600))
+        await fails(errno.EACCES, model.setxattr(plan, b"user.k", b"v"))
+        await fails(errno.EACCES, model.symlink(team_inode, b"l", b"plan.txt"))
+        assert await view.pending(view.team) == []
+        assert view.team_uploads.nudges == 0
+        # The mount point itself is the home's: the viewer may still move it there.
+        await model.rename(ROOT_INODE, TEAM, ROOT_INODE, b"Seen", 0)
+        assert await view.pending(view.home) == [("move", "Team", "Seen")]
+        model.set_role(team.namespace_id, "editor")
+        await model.mkdir(team_inode, b"x", 0o755)
+        assert await view.pending(view.team) == [("mkdir", "x")]
+
+    run_two(tmp_path, test, team=team)
 
 
 def test_a_new_head_of_the_mounted_namespace_changes_only_below_its_mount_point(
     tmp_path: Path,
 ) -> None:
     home, team = new_drive(), new_drive()
-    home_head = home.commit([put(home, b"same.txt", b"home")])
+    home_head = home.commit([put(home, b"same.txt", b"home"), mount(team)])
     team.commit([
         put(team, b"same.txt", b"team v1"),
         put(team, b"old.txt", b"old"),
@@ -364,13 +507,14 @@ def test_a_new_head_of_the_mounted_namespace_changes_only_below_its_mount_point(
         assert await read_all(model, mine) == b"theirs"
         assert model.deferred_in(team.namespace_id) == 0
 
-    run_two(tmp_path, test, home, team)
+    run_two(tmp_path, test, home, team, mounted=False)
 
 
 def test_a_start_replays_each_namespaces_journal_entries_onto_its_own_root(
     tmp_path: Path,
 ) -> None:
     home, team = new_drive(), new_drive()
+    home.commit([mount(team)])
     team.commit([put(team, b"kept.txt", b"kept")])
 
     async def main() -> None:
@@ -383,8 +527,8 @@ def test_a_start_replays_each_namespaces_journal_entries_onto_its_own_root(
                 await write_file(model, home_docs.inode, b"a", b"home alpha")
                 await write_file(model, team_docs.inode, b"b", b"team beta")
                 await model.rename(team_inode, b"kept.txt", team_docs.inode, b"kept.txt", 0)
-                # Home entries naming the shadowed name and below it (journaled before Team
-                # was mounted there): they must not land in Team, nor remove its root.
+                # Home entries naming the mount entry and below it: they must not land in
+                # Team, nor remove its root.
                 strays = home_entries_below(TEAM)
                 await trio.to_thread.run_sync(view.journal.append_many, home.namespace_id, strays)
             async with two_namespaces(tmp_path, home, team) as view:

@@ -327,3 +327,16 @@ def test_sharing_is_in_the_audit_log(drive: Drive, alice: User) -> None:
         a for a in actions if a in {"share", "invite", "accept", "member_removed", "role_change"}
     ]
     assert sharing == ["share", "invite", "invite", "accept", "member_removed"]
+
+
+def test_a_conflicted_copy_in_a_shared_folder_names_the_user_and_the_device(
+    drive: Drive, alice: User
+) -> None:
+    team = team_of(drive, alice)
+    bob = member(drive, alice, team, "bob", "editor")
+    drive.apply(alice, team, [drive.put(alice, team, "plan.txt", b"alice's plan\n\x00")])
+    response = drive.apply(bob, team, [drive.put(bob, team, "plan.txt", b"bob's plan\n\x00")])
+    (result,) = response.results
+    assert result.status == "conflicted_copy" and result.conflict_path is not None
+    assert result.conflict_path.name.startswith(b"plan (conflicted copy from bob's laptop ")
+    assert drive.read(team, "plan.txt") == b"alice's plan\n\x00"
