@@ -46,7 +46,8 @@ def _session(server: ServerProcess, username: str) -> httpx.Client:
 
 def _share_team(server: ServerProcess) -> None:
     """alice shares her ``Team`` with bob as editor; bob accepts."""
-    with _session(server, "bench-alice") as alice, _session(server, "bench-bob") as bob:
+    alice, bob = _session(server, "bench-alice"), _session(server, "bench-bob")
+    try:
         listed = alice.get(protocol.NAMESPACES.fill()).json()["namespaces"]
         home = NamespaceId.from_hex(next(n["namespace_id"] for n in listed if n["home"]))
         reply = alice.post(protocol.SHARE.fill(namespace_id=home), json={"path": "Team"})
@@ -58,6 +59,9 @@ def _share_team(server: ServerProcess) -> None:
         (invitation,) = invitations
         accept = protocol.ACCEPT_INVITATION.fill(invitation_id=invitation["invitation_id"])
         bob.post(accept, json={"path": None}).raise_for_status()
+    finally:
+        alice.close()
+        bob.close()
 
 
 def bench_cross_user(

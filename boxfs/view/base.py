@@ -102,7 +102,7 @@ class ViewBase:
             namespace_id=home.namespace_id, mode=0o555, uid=uid, gid=gid, size=0,
             mtime_ns=now, ctime_ns=now, readonly=True, versions_root=True,
         )  # fmt: skip
-        self._home = Namespace(home, self._root)
+        self._home = Namespace(home, self._root, versions=self._versions)
         self._namespaces: dict[NamespaceId, Namespace] = {home.namespace_id: self._home}
         self._open_namespace = open_namespace
         self._opened: dict[NamespaceId, NamespacePorts] = {}  # shared folders' ports
@@ -115,7 +115,6 @@ class ViewBase:
         self._dirs: dict[int, DirHandle] = {}
         self._invalidations: list[Invalidation] = []
         self._invalidations_ready = trio.Event()
-        self._versions_stale = False
 
     async def _open_mounts(self, directory: Node, tree: Tree) -> None:
         """Open the namespaces of the mount entries in ``tree`` (a listing of the home's
@@ -149,7 +148,14 @@ class ViewBase:
                 mode=entry.mode, uid=entry.uid, gid=entry.gid, size=0, mtime_ns=entry.mtime_ns,
                 ctime_ns=entry.mtime_ns, xattrs=entry.xattrs, remote=True,
             )  # fmt: skip
-            namespace = Namespace(ports, root, role=self._roles.get(namespace_id))
+            versions = Node(
+                kind=EntryKind.DIR, name=VERSIONS_NAME, parent=root, namespace_id=namespace_id,
+                mode=0o555, uid=self._uid, gid=self._gid, size=0, mtime_ns=entry.mtime_ns,
+                ctime_ns=entry.mtime_ns, readonly=True, versions_root=True,
+            )  # fmt: skip
+            namespace = Namespace(
+                ports, root, role=self._roles.get(namespace_id), versions=versions
+            )
             self._namespaces[namespace_id] = namespace
             return root
         root = namespace.root
@@ -196,8 +202,15 @@ class ViewBase:
 
     def _hidden(self, directory: Node, name: bytes) -> bool:
         """Whether ``name`` of ``directory``'s committed tree is not shown as its entry:
-        the home root's ``.versions`` (the view's own)."""
-        return directory is self._root and name == VERSIONS_NAME
+        ``.versions`` at a namespace's root (the view's own)."""
+        return name == VERSIONS_NAME and self._versions_at(directory) is not None
+
+    def _versions_at(self, directory: Node) -> Node | None:
+        """The ``.versions`` folder of ``directory``, if it is a namespace's root."""
+        namespace = self._namespaces.get(directory.namespace_id)
+        if namespace is None or directory is not namespace.root:
+            return None
+        return namespace.versions
 
     async def _thread(self, function: Callable[_P, _T], *args: _P.args, **kw: _P.kwargs) -> _T:
         """``function`` in a worker thread under the mount's limiter (``run_in_thread``)."""
@@ -284,8 +297,10 @@ class ViewBase:
         """A directory's entries, fetching its tree the first time."""
         if node.kind is not EntryKind.DIR:
             raise FsError(errno.ENOTDIR)
-        if node.versions_root and (node.children is None or self._versions_stale):
-            await self._refresh_versions()
+        if node.versions_root and (
+            node.children is None or self._namespace_of(node).versions_stale
+        ):
+            await self._refresh_versions(node)
         namespace = self._namespace_of(node)
         if node is namespace.root and not namespace.loaded:
             await self._load_namespace(namespace)
@@ -313,40 +328,42 @@ class ViewBase:
         except (StoreError, protocol.ProtocolError) as exc:
             raise failed(exc, "cannot list the directory", node.name) from exc
 
-    async def _refresh_versions(self) -> None:
-        """(Re)list the retained commits as ``.versions`` entries (names are stable)."""
+    async def _refresh_versions(self, versions: Node) -> None:
+        """(Re)list the retained commits of ``versions``' namespace as its entries (names
+        are stable)."""
+        namespace = self._namespace_of(versions)
         commits: list[protocol.CommitInfo] = []
         cursor: str | None = None
         try:
             while True:
-                page = await self._home.ports.remote.log(
-                    self._home.namespace_id, cursor=cursor, limit=protocol.MAX_PAGE_SIZE
+                page = await namespace.ports.remote.log(
+                    namespace.namespace_id, cursor=cursor, limit=protocol.MAX_PAGE_SIZE
                 )
                 commits.extend(page.commits)
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
         except (StoreError, protocol.ProtocolError) as exc:
-            if isinstance(exc, protocol.UnavailableError) and self._versions.children is not None:
+            if isinstance(exc, protocol.UnavailableError) and versions.children is not None:
                 return  # offline: keep the list we have
             raise failed(exc, "cannot list the versions in", VERSIONS_NAME) from exc
-        self._versions_stale = False
+        namespace.versions_stale = False
         commits.reverse()  # oldest first
         names = version_names([info.time_ns for info in commits])
-        old = self._versions.children or {}
+        old = versions.children or {}
         fresh: dict[bytes, Node] = {}
         for info, text in reversed(list(zip(commits, names, strict=True))):
             name = text.encode()
             node = old.get(name)
             if node is None or node.tree_id != info.root:
                 node = Node(
-                    kind=EntryKind.DIR, name=name, parent=self._versions,
-                    namespace_id=self._home.namespace_id, mode=0o555, uid=self._uid,
+                    kind=EntryKind.DIR, name=name, parent=versions,
+                    namespace_id=namespace.namespace_id, mode=0o555, uid=self._uid,
                     gid=self._gid, size=0, mtime_ns=info.time_ns, ctime_ns=info.time_ns,
                     tree_id=info.root, readonly=True,
                 )  # fmt: skip
             fresh[name] = node
-        self._versions.children = fresh
+        versions.children = fresh
 
     def _listed(self, node: Node) -> dict[bytes, Node]:
         """A directory's listing for a change under ``_lock``: never fetched there. One not
@@ -361,8 +378,9 @@ class ViewBase:
     def _listed_child(self, parent: Node, name: bytes) -> Node:
         """``_child`` under ``_lock``, for a writable directory (not inside ``.versions``)."""
         check_name(name)
-        if parent is self._root and name == VERSIONS_NAME:
-            return self._versions  # the caller's writability check refuses it
+        versions = self._versions_at(parent) if name == VERSIONS_NAME else None
+        if versions is not None:
+            return versions  # the caller's writability check refuses it
         node = self._listed(parent).get(name)
         if node is None:
             raise FsError(errno.ENOENT)
@@ -383,11 +401,12 @@ class ViewBase:
 
     async def _child(self, parent: Node, name: bytes) -> Node:
         check_name(name)
-        if parent is self._root and name == VERSIONS_NAME:
-            return self._versions
+        versions = self._versions_at(parent) if name == VERSIONS_NAME else None
+        if versions is not None:
+            return versions
         node = (await self._children(parent)).get(name)
         if node is None and parent.versions_root:  # perhaps a commit made since the listing
-            await self._refresh_versions()
+            await self._refresh_versions(parent)
             node = (await self._children(parent)).get(name)
         if node is None:
             raise FsError(errno.ENOENT)

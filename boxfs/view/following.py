@@ -186,8 +186,8 @@ class FollowingServer(FileContent):
             if namespace is self._home:
                 root.mtime_ns = root.ctime_ns = commit.time_ns
             namespace.head, namespace.head_sequence = commit_id, sequence
+            namespace.versions_stale = True
             if namespace is self._home:
-                self._versions_stale = True
                 self._settle_mounts()
             self._queue_invalidation(root)
             _log.debug(

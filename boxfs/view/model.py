@@ -5,8 +5,8 @@ and each shared folder (a namespace of its own) where the home holds its mount e
 (``/Team``, or deeper), each fetched lazily directory by directory through its own
 ``Fetcher``, plus an in-memory overlay of local changes the server has not confirmed (new,
 changed, moved and removed entries, open files and their staged content), the inode
-table, directory and file handles, and the read-only ``/.versions`` tree of retained
-commits.
+table, directory and file handles, and each namespace's read-only ``.versions`` tree of
+retained commits.
 It is built in layers, each a module of this package and a class on top of the one below:
 
 - ``namespaces``: the state of each namespace shown (root, head, held-back names) and
@@ -35,7 +35,8 @@ it moves within the home like a folder (a home move of the mount entry), but rmd
 and replacing it answer EBUSY; across namespaces rename(2) and link(2) answer EXDEV
 (``mv`` copies and removes). A viewer's writes below it answer EACCES and journal nothing.
 A new home head that adds, moves or removes a mount entry shows, moves or takes away the
-folder. ``/.versions`` is the home namespace's history only.
+folder. Each namespace has its own read-only ``.versions`` at its root (``/.versions`` the
+home's, ``/Team/.versions`` the shared folder's), found by name and not listed.
 
 Every change is applied to the overlay at once and journaled (``boxfs.journal``) before
 the call returns, then the uploader is nudged: a burst of metadata changes never waits

@@ -64,6 +64,8 @@ class Namespace:
     role: str | None = None  # the caller's: a viewer's writes fail with EACCES
     loaded: bool = False  # its head is in the view (the home's by ``start``)
     loading: trio.Lock = field(default_factory=trio.Lock)
+    versions: Node | None = None  # its ``.versions`` folder, at its root
+    versions_stale: bool = False  # a head moved since ``.versions`` was listed
 
     @property
     def writable(self) -> bool:

@@ -22,7 +22,6 @@ from boxfs.view.nodes import (
     READDIR_PAGE,
     RENAME_NOREPLACE,
     STATFS_BLOCKS,
-    VERSIONS_NAME,
     XATTR_NAMESPACE,
     Attr,
     DirHandle,
@@ -113,9 +112,9 @@ class NamespaceRules(JournalReplay):
     async def opendir(self, inode: int) -> int:
         node = self._node(inode)
         if node.versions_root:
-            await self._refresh_versions()
+            await self._refresh_versions(node)
         children = await self._children(node)
-        names = [name for name in children if not (node is self._root and name == VERSIONS_NAME)]
+        names = [name for name in children if not self._hidden(node, name)]
         dh = self._next_fh
         self._next_fh += 1
         self._dirs[dh] = DirHandle(node, names)
@@ -208,7 +207,7 @@ class NamespaceRules(JournalReplay):
         if source_dir.namespace_id != target_dir.namespace_id:
             raise FsError(errno.EXDEV)
         check_name(new)
-        if target_dir is self._root and new == VERSIONS_NAME:
+        if self._hidden(target_dir, new):  # a namespace's ``.versions``
             raise FsError(errno.EROFS)
         await self._change(lambda: self._rename(source_dir, old, target_dir, new, flags))
 

@@ -314,18 +314,34 @@ def test_the_mount_point_moves_in_the_home_but_is_not_removed_or_replaced(
     run_two(tmp_path, test)
 
 
-def test_versions_is_the_home_namespaces_only(tmp_path: Path) -> None:
+def test_each_namespace_has_its_own_versions_folder_at_its_root(tmp_path: Path) -> None:
     home, team = new_drive(), new_drive()
     home.commit([put(home, b"h", b"home"), mount(team)])
     team.commit([put(team, b"t", b"team")])
-    team.commit([put(team, b"u", b"team")])
+    team.commit([put(team, b"u", b"team u")])
 
     async def test(view: TwoNamespaces) -> None:
         model = view.model
         versions = await child(model, ROOT_INODE, VERSIONS_NAME)
         (snapshot,) = await names_of(model, versions)  # the home's one commit, not Team's two
-        assert await names_of(model, await child(model, versions, snapshot)) == [b"h"]
-        await fails(errno.ENOENT, model.lookup(await view.team_inode(), VERSIONS_NAME))
+        assert await names_of(model, await child(model, versions, snapshot)) == [b"h"]  # no mount
+        team_inode = await view.team_inode()
+        assert VERSIONS_NAME not in await names_of(model, team_inode)  # by name only, as at /
+        team_versions = await child(model, team_inode, VERSIONS_NAME)
+        first, second = sorted(await names_of(model, team_versions))
+        assert await names_of(model, await child(model, team_versions, first)) == [b"t"]
+        newest = await child(model, team_versions, second)
+        assert sorted(await names_of(model, newest)) == [b"t", b"u"]
+        u = await child(model, newest, b"u")
+        assert await read_all(model, u) == b"team u"
+        await fails(errno.EROFS, model.mkdir(team_versions, b"x", 0o755))
+        await fails(errno.EROFS, model.unlink(newest, b"u"))
+        await fails(errno.EEXIST, model.mkdir(team_inode, VERSIONS_NAME, 0o755))
+        # A new head of Team shows in its .versions at the next listing.
+        head = team.commit([delete(b"t")])
+        await model.apply_head(head, await sequence_of(team), namespace_id=team.namespace_id)
+        assert len(await names_of(model, team_versions)) == 3
+        assert len(await names_of(model, versions)) == 1
 
     run_two(tmp_path, test, home, team, mounted=False)
 

@@ -189,6 +189,12 @@ def test_a_change_by_any_member_shows_on_every_mount(people: People) -> None:
         eventually(reads(theirs, "bob was here\n"), f"bob's file on {mount.mountpoint.name}")
     (team_of(people.alice_phone) / "from-alice.txt").write_text("and alice\n")
     eventually((team_of(people.bob) / "from-alice.txt").exists, "alice's file on bob's")
+    # The folder's own history, at its root, on every member's mount.
+    for mount in (people.bob, people.carol):
+        snapshots = sorted(os.listdir(team_of(mount) / ".versions"))
+        assert snapshots, mount.mountpoint.name
+        newest = team_of(mount) / ".versions" / snapshots[-1]
+        assert "from-alice.txt" in os.listdir(newest), (mount.mountpoint.name, snapshots)
 
 
 def _refused(call: Callable[[], object]) -> int:
