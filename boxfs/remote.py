@@ -27,7 +27,7 @@ import httpx
 
 from store import protocol
 from store.ids import ChunkId, CommitId, NamespaceId, TreeId
-from store.protocol import Record
+from store.protocol import DrivePath, Record
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +366,24 @@ class Remote:
             parser.close()
         finally:
             await response.aclose()
+
+    # --- who is editing -------------------------------------------------------------------
+
+    async def report_editing(
+        self, namespace_id: NamespaceId, paths: Sequence[DrivePath]
+    ) -> protocol.EditorList:
+        """Say which files this device has open for writing in the namespace (all of
+        them: the report replaces the last one); who else is editing there."""
+        return await self._json(
+            protocol.EDITING, protocol.EditorList,
+            path_params={"namespace_id": namespace_id},
+            body=protocol.EditingRequest(paths=tuple(paths)),
+        )  # fmt: skip
+
+    async def editors(self, namespace_id: NamespaceId) -> protocol.EditorList:
+        return await self._json(
+            protocol.EDITORS, protocol.EditorList, path_params={"namespace_id": namespace_id}
+        )
 
     # --- events --------------------------------------------------------------------------
 

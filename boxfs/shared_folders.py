@@ -1,18 +1,20 @@
-"""The shared folders of a mount: each one's fetcher, uploader and syncer, opened on need.
+"""The shared folders of a mount: each one's fetcher, uploader, syncer and who-is-editing
+heartbeat, opened on need.
 
 A shared folder is a namespace of its own (DESIGN.md §2), shown where the home holds its
 mount entry. ``SharedFolders.open`` is the view's ``OpenNamespace``: the first time a
 listing meets a mount entry (or the mount starts with journal entries of that namespace
-still to send), it builds that namespace's ``Fetcher``, ``Uploader`` and ``Syncer`` on the
-mount's one ``Remote``, object cache, journal and staging directory, starts them, and asks
-the server for the caller's role in it (a viewer's writes then fail at once; later role
-changes arrive on the event stream). Folders stay open until the mount ends: one the user
-lost is refused by the server and simply shows nothing.
+still to send), it builds that namespace's ``Fetcher``, ``Uploader``, ``Syncer`` and
+``Presence`` on the mount's one ``Remote``, object cache, journal and staging directory,
+starts them, and asks the server for the caller's role in it (a viewer's writes then fail
+at once; later role changes arrive on the event stream). Folders stay open until the
+mount ends: one the user lost is refused by the server and simply shows nothing.
 
 Two nurseries host the jobs, as the home's are hosted: ``run`` the fetchers and uploaders
-(from the mount's start to its end), ``follow`` the syncers (inside the mount's following
-scope, which ends before the FUSE session closes). At the end ``drain`` waits, bounded, for
-every folder's uploads and ``show_latest`` gives each syncer its last round.
+(from the mount's start to its end), ``follow`` the syncers and presence heartbeats
+(inside the mount's following scope, which ends before the FUSE session closes). At the
+end ``drain`` waits, bounded, for every folder's uploads and ``show_latest`` gives each
+syncer its last round.
 
 Who calls it: ``boxfs.mount``, on the mount's trio loop; ``open`` from the view's
 requests and syncs. Must not: hold filesystem logic (that is ``boxfs.view``).
@@ -27,6 +29,7 @@ import trio
 
 from boxfs.fetcher import Fetcher
 from boxfs.journal import Journal
+from boxfs.presence import Presence
 from boxfs.remote import Remote
 from boxfs.staging import Staging
 from boxfs.uploader import Uploader
@@ -45,6 +48,7 @@ class _Folder:
     ports: NamespacePorts
     uploader: Uploader
     syncer: Syncer
+    presence: Presence
 
 
 class SharedFolders:
@@ -96,6 +100,7 @@ class SharedFolders:
             self._following = nursery
             for folder in self._folders.values():
                 nursery.start_soon(folder.syncer.run)
+                nursery.start_soon(folder.presence.run)
             try:
                 await trio.sleep_forever()
             finally:
@@ -118,12 +123,15 @@ class SharedFolders:
             )
             jobs.start_soon(uploader.run)
             syncer = Syncer(model, self._remote, namespace_id, uploads=uploader.answers)
+            presence = Presence(self._remote, namespace_id, model.writing_paths)
             ports = NamespacePorts(
-                namespace_id=namespace_id, remote=self._remote, fetcher=fetcher, uploader=uploader
-            )
-            self._folders[namespace_id] = _Folder(ports, uploader, syncer)
+                namespace_id=namespace_id, remote=self._remote, fetcher=fetcher,
+                uploader=uploader, editing=presence,
+            )  # fmt: skip
+            self._folders[namespace_id] = _Folder(ports, uploader, syncer, presence)
             if self._following is not None:
                 self._following.start_soon(syncer.run)
+                self._following.start_soon(presence.run)
         await self._learn_role(model, namespace_id)
         _log.info("opened shared folder %s", namespace_id)
         return ports

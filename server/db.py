@@ -105,6 +105,21 @@ invitations = sa.Table(
     sa.UniqueConstraint("namespace_id", "user_id"),
 )
 
+# Who is editing: each row a file one session reported open for writing in a namespace,
+# since ``since_ns``, last reported at ``seen_ns``. A report replaces the session's rows of
+# that namespace; rows not reported within ``protocol.EDITING_TTL_S`` are not shown (and
+# the next report of the namespace deletes them).
+editing = sa.Table(
+    "editing",
+    metadata,
+    sa.Column("namespace_id", sa.LargeBinary(16), primary_key=True),
+    sa.Column("session_id", sa.String(32), primary_key=True),
+    sa.Column("path", sa.LargeBinary, primary_key=True),
+    sa.Column("user_id", sa.Integer, nullable=False),
+    sa.Column("since_ns", sa.BigInteger, nullable=False),
+    sa.Column("seen_ns", sa.BigInteger, nullable=False),
+)
+
 trees = sa.Table(
     "trees",
     metadata,

@@ -37,7 +37,9 @@ from boxfs.view.nodes import (
 )
 from store import protocol
 from store.errors import IntegrityError, StoreError
+from store.ids import NamespaceId
 from store.objects import EntryKind
+from store.protocol import DrivePath
 
 
 def copy_sparse(source: str, target: int, size: int, staged: StagedFile | None = None) -> None:
@@ -79,7 +81,25 @@ class FileContent(ViewBase):
         node.handles += 1
         if writable:
             node.writers += 1
+            self._editing_changed(node)
         return fh
+
+    def _editing_changed(self, node: Node) -> None:
+        """Tell the node's namespace's ``Editing`` port (a shared folder's) that the files
+        open for writing changed."""
+        editing = self._namespace_of(node).ports.editing
+        if editing is not None:
+            editing.nudge()
+
+    def writing_paths(self, namespace_id: NamespaceId) -> list[DrivePath]:
+        """The files of ``namespace_id`` open for writing here now (paths inside it)."""
+        paths: set[DrivePath] = set()
+        for handle in self._files.values():
+            node = handle.node
+            if handle.writable and node.namespace_id == namespace_id and not node.detached:
+                with contextlib.suppress(FsError):
+                    paths.add(self._path(node))
+        return sorted(paths, key=bytes)
 
     async def open(self, inode: int, flags: int) -> tuple[int, bool]:
         """A file handle and ``keep_cache``: True when the file's content is the committed
@@ -311,6 +331,7 @@ class FileContent(ViewBase):
         node.handles -= 1
         if handle.writable:
             node.writers -= 1
+            self._editing_changed(node)
         try:
             if handle.writable and not node.writers:
                 await self._commit(node, durable=False)

@@ -24,21 +24,22 @@ from dataclasses import dataclass, field
 import trio
 
 from boxfs.view.nodes import Node
-from boxfs.view.ports import Content, History, UploadSignal
+from boxfs.view.ports import Content, Editing, History, UploadSignal
 from store.ids import CommitId, NamespaceId
 
 
 @dataclass(frozen=True, slots=True)
 class NamespacePorts:
     """The parts one namespace of a view is wired to: its ``remote`` history (head,
-    commits, log), its ``fetcher`` (its trees and file content, verified) and the
-    ``uploader`` its journal entries nudge. One journal serves all namespaces, keyed by
-    ``namespace_id``."""
+    commits, log), its ``fetcher`` (its trees and file content, verified), the
+    ``uploader`` its journal entries nudge, and for a shared folder who is ``editing``.
+    One journal serves all namespaces, keyed by ``namespace_id``."""
 
     namespace_id: NamespaceId
     remote: History
     fetcher: Content
     uploader: UploadSignal
+    editing: Editing | None = None  # who is editing (shared folders)
 
 
 # The ports of a shared folder's namespace, opened on first use; ``None``: not shown.

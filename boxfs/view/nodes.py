@@ -42,6 +42,9 @@ STAGED_MEMORY_BYTES: Final = 32 * 1024 * 1024
 """What new files' first writes may hold in memory in all, before their close writes them
 out (``StagedFile.buffer``, at most ``staging.MAX_BUFFERED_BYTES`` per file)."""
 XATTR_NAMESPACE: Final = b"user."
+# Read-only, on a file of a shared folder: who else has it open for writing (the server's
+# word at the last heartbeat); shown only while someone does.
+EDITORS_XATTR: Final = b"user.boxfs.editors"
 """The extended attributes the drive keeps. The others are this machine's security state
 (``security.*`` labels, ``system.posix_acl_*``, ``trusted.*``), meaningless on another
 device and not enforced here, so they answer EOPNOTSUPP, as on a filesystem without them;

@@ -72,3 +72,13 @@ class UploadSignal(Protocol):
     """Where the view says there is new work in the journal (the uploader)."""
 
     def nudge(self) -> None: ...
+
+
+class Editing(Protocol):
+    """Who is editing in a shared folder (``boxfs.presence.Presence``): told when the
+    files this device has open for writing change, and answering who else has a file
+    open for writing, as the server said at the last report."""
+
+    def nudge(self) -> None: ...
+
+    def editors_of(self, path: DrivePath) -> Sequence[protocol.EditorInfo]: ...

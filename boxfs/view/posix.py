@@ -15,10 +15,12 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from datetime import UTC
 
 from boxfs.journal import BasedOnPut, JournalOp, StagedPut
 from boxfs.view.nodes import (
     BLOCK_SIZE,
+    EDITORS_XATTR,
     READDIR_PAGE,
     RENAME_NOREPLACE,
     STATFS_BLOCKS,
@@ -330,19 +332,49 @@ class NamespaceRules(JournalReplay):
     async def getxattr(self, inode: int, name: bytes) -> bytes:
         node = self._node(inode)
         check_xattr_namespace(name)
+        if name == EDITORS_XATTR:
+            editors = self._editors_text(node)
+            if editors is not None:
+                return editors
         for key, value in node.xattrs:
             if key == name:
                 return value
         raise FsError(errno.ENODATA)
 
     async def listxattr(self, inode: int) -> list[bytes]:
-        return [key for key, _ in self._node(inode).xattrs if key.startswith(XATTR_NAMESPACE)]
+        node = self._node(inode)
+        names = [key for key, _ in node.xattrs if key.startswith(XATTR_NAMESPACE)]
+        if self._editors_text(node) is not None and EDITORS_XATTR not in names:
+            names.append(EDITORS_XATTR)
+        return names
+
+    def _editors_text(self, node: Node) -> bytes | None:
+        """Who else has this file of a shared folder open for writing, one line each
+        (``bob (laptop) since 2026-12-04 10:15:02 UTC``), as the server last said;
+        ``None``: nobody (or not a shared folder)."""
+        editing = self._namespace_of(node).ports.editing
+        if editing is None or node.kind is not EntryKind.FILE or node.detached:
+            return None
+        try:
+            editors = editing.editors_of(self._path(node))
+        except FsError:
+            return None
+        if not editors:
+            return None
+        lines = [
+            f"{editor.username} ({editor.device_name}) since "
+            f"{editor.since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC\n"
+            for editor in editors
+        ]
+        return "".join(lines).encode()
 
     async def setxattr(self, inode: int, name: bytes, value: bytes) -> None:
         node = self._node(inode)
         self._check_writable(node)
         if not name or b"\0" in name:
             raise FsError(errno.EINVAL)
+        if name == EDITORS_XATTR:
+            raise FsError(errno.EPERM)  # the server's word, not a file's attribute
         check_xattr_namespace(name)
         if len(name) > MAX_XATTR_NAME_BYTES:
             raise FsError(errno.ERANGE)

@@ -1,8 +1,10 @@
-"""The shared-folder routes: share and unshare a folder, its members, one's invitations.
+"""The shared-folder routes: share and unshare a folder, its members, one's invitations,
+and who is editing in it.
 
-The HTTP side of ``server.sharing``: parse the path ids, run the service in a worker
-thread, and wake the event streams afterwards (each of these may move heads or change who
-reads what; events are hints, so waking for nothing is harmless). Registered by
+The HTTP side of ``server.sharing`` and ``server.presence``: parse the path ids, run the
+service in a worker thread, and, after sharing changes, wake the event streams (they may
+move heads or change who reads what; events are hints, so waking for nothing is
+harmless). Registered by
 ``server.app``.
 """
 
@@ -13,7 +15,7 @@ from typing import TypeVar, TypeVarTuple, Unpack
 
 from fastapi import APIRouter, Request, Response
 
-from server import sharing
+from server import presence, sharing
 from server.routes.auth import CallerDep, server_state
 from server.routes.endpoint import endpoint, namespace_id_param
 from server.state import ServerState
@@ -103,3 +105,19 @@ async def decline(request: Request, invitation_id: str, who: CallerDep) -> Respo
     invitation = protocol.parse_invitation_id(invitation_id)
     await state.run(sharing.decline_invitation, state, who, invitation)
     return _no_content(protocol.DECLINE_INVITATION)
+
+
+@endpoint(router, protocol.EDITING)
+async def editing(
+    request: Request, namespace_id: str, body: protocol.EditingRequest, who: CallerDep
+) -> protocol.EditorList:
+    state = server_state(request)
+    namespace = namespace_id_param(namespace_id)
+    return await state.run(presence.report, state, who, namespace, body.paths)
+
+
+@endpoint(router, protocol.EDITORS)
+async def editors(request: Request, namespace_id: str, who: CallerDep) -> protocol.EditorList:
+    state = server_state(request)
+    namespace = namespace_id_param(namespace_id)
+    return await state.run(presence.editors, state, who, namespace)

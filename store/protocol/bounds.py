@@ -40,6 +40,11 @@ MAX_PAGE_SIZE: Final = 1000  # log, history and audit pages
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_NAMESPACES_PER_USER: Final = 1000
 MAX_MEMBERS_PER_NAMESPACE: Final = 1000
+MAX_EDITING_PATHS: Final = 1000  # files one device reports open for writing at once
+# Who is editing: a device reports every EDITING_HEARTBEAT_S; the server forgets it after
+# EDITING_TTL_S without a report (a crashed device, a closed laptop).
+EDITING_HEARTBEAT_S: Final = 2.0
+EDITING_TTL_S: Final = 8.0
 MAX_SESSIONS_LISTED: Final = 1000
 # A record-stream body (chunk upload): about 16 maximal frames, 64 average ones.
 MAX_BATCH_BODY_BYTES: Final = 64 * _MIB

@@ -65,6 +65,8 @@ from store.protocol.ops import (
 from store.protocol.sharing import (
     AcceptRequest,
     AcceptResponse,
+    EditingRequest,
+    EditorList,
     InvitationList,
     MemberInfo,
     MemberList,
@@ -249,6 +251,12 @@ DECLINE_INVITATION: Final = Route(
     response_media_type=None, status_code=204,
 )  # fmt: skip
 
+# Who is editing: a device's heartbeat of the files it has open for writing, and the list.
+EDITING: Final = Route(
+    "editing", "POST", f"{_NS}/editing", request_model=EditingRequest, response_model=EditorList
+)
+EDITORS: Final = Route("editors", "GET", f"{_NS}/editing", response_model=EditorList)
+
 # Events and health.
 EVENTS: Final = Route("events", "GET", "/v1/events", response_media_type=EVENT_STREAM_MEDIA_TYPE)
 HEALTH: Final = Route("health", "GET", "/healthz", response_model=Health, auth=False)
@@ -260,7 +268,7 @@ OBJECT_ROUTES: Final = (TREES, COMMITS, LOG)
 OPS_ROUTES: Final = (APPLY_OPS, VERSIONS, RESTORE)
 SHARING_ROUTES: Final = (
     SHARE, UNSHARE, MEMBERS, SET_MEMBER, REMOVE_MEMBER,
-    INVITATIONS, ACCEPT_INVITATION, DECLINE_INVITATION,
+    INVITATIONS, ACCEPT_INVITATION, DECLINE_INVITATION, EDITING, EDITORS,
 )  # fmt: skip
 ROUTES: Final[tuple[Route, ...]] = (
     *ACCOUNT_ROUTES,

@@ -14,11 +14,12 @@ from pydantic import AwareDatetime, Field, StringConstraints
 
 from store.protocol.bounds import (
     INVITATION_ID_PATTERN,
+    MAX_EDITING_PATHS,
     MAX_MEMBERS_PER_NAMESPACE,
     MAX_NAMESPACE_NAME_CHARS,
     MAX_NAMESPACES_PER_USER,
 )
-from store.protocol.models import Role, Username, WireModel
+from store.protocol.models import DeviceName, Role, Username, WireModel
 from store.protocol.wire import HexNamespaceId, WirePath
 
 # What an owner may give: there is one owner, the one who shared.
@@ -88,3 +89,24 @@ class AcceptRequest(WireModel):
 class AcceptResponse(WireModel):
     namespace_id: HexNamespaceId
     path: WirePath
+
+
+class EditingRequest(WireModel):
+    """The paths this device has open for writing in the namespace now (a heartbeat: the
+    server forgets a path this device stops naming at once, and every path of a device
+    that stops sending within ``EDITING_TTL_S``)."""
+
+    paths: tuple[WirePath, ...] = Field(max_length=MAX_EDITING_PATHS)
+
+
+class EditorInfo(WireModel):
+    """Someone else who has ``path`` open for writing, on ``device_name``, since ``since``."""
+
+    path: WirePath
+    username: Username
+    device_name: DeviceName
+    since: AwareDatetime
+
+
+class EditorList(WireModel):
+    editors: tuple[EditorInfo, ...] = Field(max_length=MAX_EDITING_PATHS * 8)

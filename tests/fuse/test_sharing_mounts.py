@@ -278,6 +278,30 @@ def test_edits_by_two_people_merge_or_leave_a_conflicted_copy_on_every_mount(
     assert "bob's laptop" in copy or "alice's laptop" in copy, copy
 
 
+def editors_on(path: Path) -> str:
+    try:
+        return os.getxattr(path, "user.boxfs.editors").decode()
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            return ""
+        raise
+
+
+def test_the_others_see_who_has_a_file_open_for_writing(people: People) -> None:
+    alice_file = team_of(people.alice_laptop) / "from-bob.txt"
+    on_bob, on_carol = team_of(people.bob) / "from-bob.txt", team_of(people.carol) / "from-bob.txt"
+    assert editors_on(on_bob) == ""
+    descriptor = os.open(alice_file, os.O_WRONLY | os.O_APPEND)
+    try:
+        eventually(lambda: "alice (laptop) since " in editors_on(on_bob), "alice on bob's")
+        eventually(lambda: "alice (laptop) since " in editors_on(on_carol), "alice on carol's")
+        assert "user.boxfs.editors" in os.listxattr(on_bob)
+        assert editors_on(alice_file) == ""  # not oneself
+    finally:
+        os.close(descriptor)
+    eventually(lambda: editors_on(on_bob) == "", "alice gone from bob's", timeout_s=10)
+
+
 def test_a_removed_member_loses_the_folder_within_a_second(people: People) -> None:
     bob_team = team_of(people.bob)
     eventually(bob_team.is_dir, "Team on bob's mount")

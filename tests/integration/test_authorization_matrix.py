@@ -369,6 +369,8 @@ EXPECTED: Final[dict[str, tuple[Builder, dict[str, int]]]] = {
         _own_invitation(protocol.DECLINE_INVITATION, None),
         _statuses(204, ANYONE_SIGNED_IN),
     ),
+    "editing": (on_team(protocol.EDITING, lambda _world: {"paths": ["notes.txt"]}), WRITE),
+    "editors": (on_team(protocol.EDITORS), READ),
     "events": (_json(protocol.EVENTS, None), SIGNED_IN),
     "health": (_json(protocol.HEALTH, None), PUBLIC),
 }

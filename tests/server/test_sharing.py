@@ -3,6 +3,9 @@ invitations, roles, removal, leaving and unsharing, and the rules on mount entri
 
 from __future__ import annotations
 
+import time
+
+import pytest
 import sqlalchemy as sa
 from httpx import Response
 
@@ -340,3 +343,39 @@ def test_a_conflicted_copy_in_a_shared_folder_names_the_user_and_the_device(
     assert result.status == "conflicted_copy" and result.conflict_path is not None
     assert result.conflict_path.name.startswith(b"plan (conflicted copy from bob's laptop ")
     assert drive.read(team, "plan.txt") == b"alice's plan\n\x00"
+
+
+def test_who_is_editing_follows_each_devices_reports_and_expires(
+    drive: Drive, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = team_of(drive, alice)
+    bob = member(drive, alice, team, "bob", "editor")
+    carol = member(drive, alice, team, "carol", "viewer")
+
+    def editors(user: User) -> list[tuple[str, str, str]]:
+        reply = _post(drive, user, protocol.EDITORS, namespace_id=team)
+        listed = protocol.EditorList.model_validate_json(reply.content).editors
+        return [(bytes(e.path).decode(), e.username, e.device_name) for e in listed]
+
+    reply = _post(drive, bob, protocol.EDITING, {"paths": ["notes.txt"]}, namespace_id=team)
+    assert protocol.EditorList.model_validate_json(reply.content).editors == ()
+    assert editors(alice) == editors(carol) == [("notes.txt", "bob", "laptop")]
+    assert editors(bob) == []  # not oneself
+    # A viewer has nothing open for writing to report, and may not claim so.
+    assert (
+        _post(drive, carol, protocol.EDITING, {"paths": ["x"]}, namespace_id=team).status_code
+        == 403
+    )
+    assert (
+        _post(drive, carol, protocol.EDITING, {"paths": []}, namespace_id=team).status_code == 200
+    )
+    # The next report replaces the last one.
+    _post(drive, bob, protocol.EDITING, {"paths": ["big.bin"]}, namespace_id=team)
+    assert editors(alice) == [("big.bin", "bob", "laptop")]
+    # A device that stops reporting is forgotten after the time to live.
+    ahead = time.time_ns() + int((protocol.EDITING_TTL_S + 1) * 1e9)
+    monkeypatch.setattr("server.presence.now_ns", lambda: ahead)
+    assert editors(alice) == []
+    # Nobody outside the folder learns anything.
+    dave = drive.register("dave")
+    assert _post(drive, dave, protocol.EDITORS, namespace_id=team).status_code == 404
