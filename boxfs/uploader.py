@@ -63,11 +63,11 @@ from boxfs.threads import run_in_thread
 from boxfs.upload_relay import UploadRelay
 from store import protocol
 from store.chunking import CHUNK_MIN_BYTES, ChunkStream
-from store.errors import FormatError
+from store.errors import FormatError, NotFoundError, StoreError
 from store.frames import encode_frame
 from store.ids import ChunkId, ContentHash, NamespaceId
 from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind
-from store.ops import Delete
+from store.ops import Delete, path_of
 
 _log = logging.getLogger(__name__)
 
@@ -361,6 +361,10 @@ class Uploader:
             try:
                 await self._drain()
             except Exception as exc:  # noqa: BLE001  (the loop must outlive any failure)
+                refusal = self._refusal(exc)
+                if refusal is not None:
+                    await self._give_up(refusal)
+                    continue
                 delay_s = backoff.next_delay_s(self._after_failure(exc, backoff.delay_s))
             else:
                 backoff.reset()
@@ -395,6 +399,70 @@ class Uploader:
             return leaf.retry_after_s or delay_s
         _log.error("upload round failed; retrying in %.1f s", delay_s, exc_info=exc)
         return delay_s
+
+    def _refusal(self, exc: Exception) -> StoreError | None:
+        """The server's refusal of every write to this namespace, if ``exc`` is one: this
+        user was removed from the shared folder or left it (``not_found`` for the
+        namespace), or is a viewer now (``forbidden``)."""
+        for leaf in leaf_exceptions(exc):
+            if isinstance(leaf, protocol.ForbiddenError):
+                return leaf
+            if (
+                isinstance(leaf, NotFoundError)
+                and leaf.what == "namespace"
+                and leaf.name == self.namespace_id.hex()
+            ):
+                return leaf
+        return None
+
+    async def _give_up(self, refusal: StoreError) -> None:
+        """Every entry of this namespace leaves the journal as rejected, a put's content
+        kept under ``rejected/`` (``boxfs status`` lists them): the server will never take
+        them, and retrying forever would hold the journal and the unmount."""
+        _, body = protocol.body_for(refusal)
+        message = f"the server refuses changes here: {body.message}"
+        left = 0
+        for batch in await run_in_thread(
+            self.limiter, self.journal.batches_in_flight, self.namespace_id
+        ):
+            request = protocol.OpsBatch.model_validate_json(batch.body)
+            results = tuple(
+                protocol.OpResult(
+                    status="rejected",
+                    path=path_of(protocol.op_from_wire(op)),
+                    code=body.code,
+                    message=message[: protocol.MAX_OP_MESSAGE_CHARS],
+                )
+                for op in request.ops
+            )
+            copies: dict[int, str] = {}
+            for entry in batch.entries:
+                op = entry.op
+                if isinstance(op, StagedPut) and op.staged is not None:
+                    try:
+                        kept = await run_in_thread(self.limiter, self.staging.preserve, op.staged)
+                    except StagedFileMissingError:
+                        continue
+                    copies[entry.seq] = str(kept)
+            unreferenced = await run_in_thread(
+                self.limiter, self.journal.complete, batch.key, results, local_copies=copies
+            )
+            await self._discard(unreferenced)
+            left += len(batch.entries)
+        while entries := await run_in_thread(
+            self.limiter, self.journal.pending, self.namespace_id, self.batch_max_ops
+        ):
+            for entry in entries:
+                await self._reject(entry, body.code, message, preserve=True)
+            left += len(entries)
+        _log.warning(
+            "the server refuses this device's changes to %s (%s): %d left the journal, "
+            "the content of files kept under rejected/",
+            self.namespace_id, body.message, left,
+        )  # fmt: skip
+        self._last_error = message
+        self._entries_left()
+        self._answers.batch_done()
 
     def _reached_server(self) -> None:
         if not self._online:

@@ -438,3 +438,64 @@ def test_a_resent_batch_first_uploads_the_chunks_the_server_lacks(
         assert files_of(entries) == {b"persisted": digest(content)}
 
     trio.run(main)
+
+
+def test_changes_to_a_shared_folder_one_was_removed_from_leave_with_their_content_kept(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    """Removed from a shared folder (or made a viewer) while changes to it wait in the
+    journal: the server will never take them, so they leave the journal as rejected, each
+    put's content kept under ``rejected/``, and the uploader stays idle instead of retrying
+    forever."""
+
+    async def main() -> None:
+        owner = await login(server_process.url, "olive", Remote)
+        member = await login(server_process.url, "milo", Remote)
+        async with owner, member:
+            home = (await owner.home()).namespace_id
+            await owner.apply_ops(
+                home,
+                protocol.OpsBatch(
+                    idempotency_key="k" * 24,
+                    ops=(protocol.op_to_wire(Mkdir(path("Team"), DIR_ATTRS)),),
+                ),
+            )
+            shared = await owner._json(
+                protocol.SHARE, protocol.ShareInfo, path_params={"namespace_id": home},
+                body=protocol.ShareRequest(path=path("Team")),
+            )  # fmt: skip
+            team = shared.namespace_id
+            await owner._send(
+                protocol.SET_MEMBER, path_params={"namespace_id": team},
+                body=protocol.MemberRequest(username="milo", role="editor"),
+            )  # fmt: skip
+            (invitation,) = (
+                await member._json(protocol.INVITATIONS, protocol.InvitationList)
+            ).invitations
+            await member._send(
+                protocol.ACCEPT_INVITATION,
+                path_params={"invitation_id": invitation.invitation_id},
+                body=protocol.AcceptRequest(),
+            )  # fmt: skip
+            await owner._send(
+                protocol.REMOVE_MEMBER, path_params={"namespace_id": team, "username": "milo"}
+            )
+            staging = Staging(tmp_path / "staging")
+            journal = Journal(tmp_path / "journal.sqlite3")
+            staged = stage(staging, b"written before the removal arrived")
+            await append(journal, team, StagedPut(path("draft.txt"), ATTRS, staged))
+            await append(journal, team, Mkdir(path("folder"), DIR_ATTRS))
+            uploader = Uploader(journal, staging, member, team, trio.CapacityLimiter(2))
+            async with running(uploader):
+                with trio.fail_after(TIMEOUT_S):
+                    await uploader.wait_idle()
+            assert journal.count(team) == 0
+            records = {record.path: record for record in journal.conflicts()}
+            journal.close()
+        assert set(records) == {b"draft.txt", b"folder"}
+        assert {record.status for record in records.values()} == {"rejected"}
+        kept = records[b"draft.txt"].local_copy
+        assert kept is not None
+        assert Path(kept).read_bytes() == b"written before the removal arrived"
+
+    trio.run(main)
