@@ -26,7 +26,7 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from store import protocol
-from store.ids import ChunkId, CommitId, NamespaceId, TreeId
+from store.ids import ChunkId, CommitId, LinkId, NamespaceId, TreeId
 from store.protocol import DrivePath, Record
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,24 @@ class Remote:
             path_params={"namespace_id": namespace_id},
             body=request,
         )
+
+    # --- share links ---------------------------------------------------------------------
+
+    async def create_link(
+        self, namespace_id: NamespaceId, request: protocol.LinkCreateRequest
+    ) -> protocol.LinkCreated:
+        return await self._json(
+            protocol.CREATE_LINK,
+            protocol.LinkCreated,
+            path_params={"namespace_id": namespace_id},
+            body=request,
+        )
+
+    async def links(self) -> protocol.LinkList:
+        return await self._json(protocol.LINKS, protocol.LinkList)
+
+    async def revoke_link(self, link_id: LinkId) -> None:
+        await self._send(protocol.REVOKE_LINK, path_params={"link_id": link_id})
 
     # --- content -------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from server import retention
-from server.routes import accounts, content, events, history, ops, sharing
+from server.routes import accounts, content, events, history, links, ops, sharing
 from server.routes.endpoint import endpoint
 from server.settings import Settings
 from server.state import ServerState
@@ -58,7 +58,9 @@ class _BodyTooLarge(Exception):
 class ProtocolGuard:
     """Pure ASGI middleware in front of every ``/v1`` route: refuses another protocol
     version, and any body over ``MAX_BODY_BYTES`` (by Content-Length at once, or while
-    it streams), before a handler sees it."""
+    it streams), before a handler sees it. The public share-link pages (``/l/...``) are
+    for browsers and curl, which send no protocol header: it lets them through, and their
+    upload route bounds its own body (``server.routes.links``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -160,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> protocol.Health:
         return protocol.Health(server_version=version("boxfs"))
 
-    for module in (accounts, content, ops, history, events, sharing):
+    for module in (accounts, content, ops, history, events, sharing, links):
         app.include_router(module.router)
     app.add_middleware(ProtocolGuard)
     return app

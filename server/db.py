@@ -194,6 +194,49 @@ audit = sa.Table(
     sa.Column("detail", sa.Text, nullable=False),
 )
 
+# Share links (``server.links``): a public URL ``/l/TOKEN`` onto (namespace, path).
+# - The token (128 random bits) is never stored: ``token_hash`` is its BLAKE3, so a copy of
+#   the database opens no link. ``id`` is public (listing, revoking) and is not the token.
+# - ``path`` is the path's bytes (``b""``: the namespace's root); it is resolved against the
+#   namespace's head at each request, so a link serves what is there now (or 404s).
+#   ``kind`` is what the path was when the link was made ("file" | "folder"), for listings.
+# - ``password_hash`` is argon2id (``server.accounts.hash_password``) or NULL (no password).
+#   ``grant_key`` (32 random bytes) signs the cookie a right password earns, so the cookie
+#   opens this link only, and only until it expires.
+# - A link is usable while ``revoked_ns`` is NULL and ``expires_ns`` is NULL or in the
+#   future; otherwise its pages answer 410. Rows are never deleted (the audit log names
+#   them); ``uses`` counts the downloads, listings, zips and uploads it served.
+# - Uploads through a link are commits by the link's creator, authored ``link:<id>``: they
+#   need the creator to be an editor of the namespace still.
+links = sa.Table(
+    "links",
+    metadata,
+    sa.Column("id", sa.LargeBinary(16), primary_key=True),
+    sa.Column("token_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("namespace_id", sa.LargeBinary(16), sa.ForeignKey("namespaces.id"), nullable=False),
+    sa.Column("path", sa.LargeBinary, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # file | folder
+    sa.Column("creator_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("expires_ns", sa.BigInteger, nullable=True),  # None: until revoked
+    sa.Column("revoked_ns", sa.BigInteger, nullable=True),
+    sa.Column("upload_only", sa.Boolean, nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("grant_key", sa.LargeBinary(32), nullable=False),
+    sa.Column("uses", sa.Integer, nullable=False, default=0),
+)
+
+# Failed link passwords, per link ("link:<id hex>") and per client address ("addr:<ip>"):
+# the same growing delay as ``login_throttle`` (``server.links``). A right password clears
+# both rows.
+link_throttle = sa.Table(
+    "link_throttle",
+    metadata,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("locked_until_ns", sa.BigInteger, nullable=False),
+)
+
 data_keys = sa.Table(
     "data_keys",
     metadata,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.db import sqlite_url
+from store.protocol import MAX_LINK_UPLOAD_BYTES
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 HOUR_S = 3600
@@ -40,6 +41,8 @@ class Settings:
     heartbeat_s: float = 15.0
     # How often history is thinned and garbage collected (``server.retention``).
     retention_interval_s: float = 3600.0
+    # The largest body one upload through a file-request link may send (413 above it).
+    link_upload_max_bytes: int = MAX_LINK_UPLOAD_BYTES
 
     @property
     def db_url(self) -> str:

@@ -19,6 +19,7 @@ from store.errors import FormatError
 
 DIGEST_BYTES = 32
 NAMESPACE_ID_BYTES = 16
+LINK_ID_BYTES = 16
 
 TREE_DOMAIN = b"tree"
 COMMIT_DOMAIN = b"commit"
@@ -83,6 +84,14 @@ class NamespaceId(_Id):
 
     SIZE = NAMESPACE_ID_BYTES
     KIND = "namespace id"
+
+
+class LinkId(_Id):
+    """A share link is named by 16 random bytes chosen by the server (public: it is not the
+    link's token, which is the secret in its URL)."""
+
+    SIZE = LINK_ID_BYTES
+    KIND = "link id"
 
 
 def chunk_id_of(data: bytes | bytearray | memoryview) -> ChunkId:

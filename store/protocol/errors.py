@@ -120,6 +120,18 @@ class UsernameTakenError(ProtocolError):
     CODE = "username_taken"
 
 
+class GoneError(ProtocolError):
+    """What was asked for existed and is gone for good: an expired or revoked share link."""
+
+    CODE = "gone"
+
+
+class RangeNotSatisfiableError(ProtocolError):
+    """A ``Range`` header that names no byte of the file (``detail``: ``size``)."""
+
+    CODE = "range_not_satisfiable"
+
+
 class RateLimitedError(ProtocolError, TransientError):
     """Too many requests; retry after ``retry_after_s`` seconds."""
 
@@ -173,6 +185,8 @@ ERROR_CODES: Final[tuple[ErrorCode, ...]] = (
     ErrorCode("conflict", 409, ConflictError, "contradicts the current state"),
     ErrorCode("stale_base", 409, StaleBaseError, "the base named is no longer current"),
     ErrorCode("username_taken", 409, UsernameTakenError, "the username exists"),
+    ErrorCode("gone", 410, GoneError, "an expired or revoked share link"),
+    ErrorCode("range_not_satisfiable", 416, RangeNotSatisfiableError, "a range past the end"),
     ErrorCode("integrity", 422, IntegrityError, "bytes do not hash to their id"),
     ErrorCode("rate_limited", 429, RateLimitedError, "too many requests; retry later"),
     ErrorCode("internal", 500, InternalError, "a server bug or unexpected failure"),
@@ -195,7 +209,9 @@ _CODE_OF_STATUS: Final[dict[int, str]] = {
     403: "forbidden",
     404: "not_found",
     409: "conflict",
+    410: "gone",
     413: "body_too_large",
+    416: "range_not_satisfiable",
     429: "rate_limited",
     502: "unavailable",
     503: "unavailable",

@@ -275,6 +275,10 @@ AUDIT_ACTIONS: Final = (
     "decline",
     "restore",
     "commit",
+    "link_created",
+    "link_used",
+    "link_revoked",
+    "link_password_failed",
 )
 
 

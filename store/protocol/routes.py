@@ -15,7 +15,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
-from store.ids import ChunkId, NamespaceId
+from store.ids import ChunkId, LinkId, NamespaceId
+from store.paths import DrivePath
 from store.protocol.bounds import (
     AUTH_SCHEME,
     AUTHORIZATION_HEADER,
@@ -33,6 +34,15 @@ from store.protocol.bounds import (
     USERNAME_PATTERN,
 )
 from store.protocol.errors import InvalidIdError, UnauthorizedError, UnsupportedProtocolError
+from store.protocol.links import (
+    HTML_MEDIA_TYPE,
+    LINK_TOKEN_PATTERN,
+    LinkCreated,
+    LinkCreateRequest,
+    LinkList,
+    LinkPageQuery,
+    link_subpath_url,
+)
 from store.protocol.models import (
     AccountInfo,
     AuditPage,
@@ -79,47 +89,58 @@ from store.protocol.sharing import (
 
 Method: TypeAlias = Literal["GET", "POST", "DELETE"]
 
-# What each placeholder accepts: a typed id (rendered as hex), or a string of a pattern.
+# What each placeholder accepts: a typed id (rendered as hex), a string of its pattern (a
+# session id, an invitation id, a username, a link token), or a drive path (its names
+# percent-encoded: ``{subpath:path}``, whose ``:path`` tells the server's router that it
+# spans several segments).
 _PLACEHOLDER_TYPES: Final[dict[str, type]] = {
     "namespace_id": NamespaceId,
     "chunk_id": ChunkId,
     "session_id": str,
     "invitation_id": str,
     "username": str,
+    "link_id": LinkId,
+    "token": str,
+    "subpath": DrivePath,
 }
-_PLACEHOLDER_PATTERNS: Final[dict[str, str]] = {
+_STRING_PATTERNS: Final[dict[str, str]] = {
     "session_id": SESSION_ID_PATTERN,
     "invitation_id": INVITATION_ID_PATTERN,
     "username": USERNAME_PATTERN,
+    "token": LINK_TOKEN_PATTERN,
 }
 _FORMATTER: Final = string.Formatter()
+_FIELD: Final = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 
 def _placeholders(template: str) -> tuple[str, ...]:
     return tuple(name for _, name, _, _ in _FORMATTER.parse(template) if name is not None)
 
 
+def _render(name: str, value: object) -> str:
+    expected = _PLACEHOLDER_TYPES[name]
+    if type(value) is not expected:
+        raise TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__}")
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, DrivePath):
+        return link_subpath_url(value)
+    if isinstance(value, str) and re.fullmatch(_STRING_PATTERNS[name], value):
+        return value
+    raise ValueError(f"{name} is not a valid {name.replace('_', ' ')}: {value!r}")
+
+
 def fill_template(template: str, **params: object) -> str:
-    """``template`` with each ``{placeholder}`` filled: ids as hex, session ids checked.
-    A missing, extra or wrongly typed parameter is a bug: ``ValueError`` / ``TypeError``."""
+    """``template`` with each ``{placeholder}`` filled: ids as hex, strings checked against
+    their pattern, drive paths percent-encoded. A missing, extra or wrongly typed parameter
+    is a bug: ``ValueError`` / ``TypeError``."""
     names = _placeholders(template)
     if set(names) != set(params):
         raise ValueError(
             f"{template}: expects {sorted(names)}, got {sorted(params)}",
         )
-    rendered: dict[str, str] = {}
-    for name in names:
-        value = params[name]
-        expected = _PLACEHOLDER_TYPES[name]
-        if type(value) is not expected:
-            raise TypeError(f"{name} must be a {expected.__name__}, not {type(value).__name__}")
-        if isinstance(value, bytes):
-            rendered[name] = value.hex()
-        elif isinstance(value, str) and re.fullmatch(_PLACEHOLDER_PATTERNS[name], value):
-            rendered[name] = value
-        else:
-            raise ValueError(f"{name} is not a valid {name.replace('_', ' ')}: {value!r}")
-    return template.format_map(rendered)
+    rendered = {name: _render(name, params[name]) for name in names}
+    return _FIELD.sub(lambda match: rendered[match.group(1)], template)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +176,12 @@ class Route:
     def fill(self, **params: object) -> str:
         """The concrete path: ``COMMITS.fill(namespace_id=ns)``."""
         return fill_template(self.template, **params)
+
+    @property
+    def plain_template(self) -> str:
+        """The template without router converters (``{subpath:path}`` → ``{subpath}``), as
+        OpenAPI writes it."""
+        return _FIELD.sub(lambda match: "{" + match.group(1) + "}", self.template)
 
 
 _NS: Final = "/v1/namespaces/{namespace_id}"
@@ -257,6 +284,34 @@ EDITING: Final = Route(
 )
 EDITORS: Final = Route("editors", "GET", f"{_NS}/editing", response_model=EditorList)
 
+# Share links: made, listed and revoked with a session; the pages under /l/TOKEN are public
+# (a password, if the link has one, travels as a form post, a cookie or HTTP Basic).
+_LINK: Final = "/l/{token}"
+CREATE_LINK: Final = Route(
+    "create_link", "POST", f"{_NS}/links",
+    request_model=LinkCreateRequest, response_model=LinkCreated, status_code=201,
+)  # fmt: skip
+LINKS: Final = Route("links", "GET", "/v1/links", response_model=LinkList)
+REVOKE_LINK: Final = Route(
+    "revoke_link", "DELETE", "/v1/links/{link_id}", response_media_type=None, status_code=204
+)
+LINK_PAGE: Final = Route(
+    "link_page", "GET", _LINK, query_model=LinkPageQuery, response_media_type=None, auth=False
+)
+LINK_SUBPAGE: Final = Route(
+    "link_subpage", "GET", f"{_LINK}/{{subpath:path}}",
+    query_model=LinkPageQuery, response_media_type=None, auth=False,
+)  # fmt: skip
+LINK_UNLOCK: Final = Route(
+    "link_unlock", "POST", f"{_LINK}/unlock",
+    request_media_type="application/x-www-form-urlencoded", response_media_type=HTML_MEDIA_TYPE,
+    status_code=303, auth=False,
+)  # fmt: skip
+LINK_UPLOAD: Final = Route(
+    "link_upload", "POST", f"{_LINK}/upload",
+    request_media_type="multipart/form-data", response_media_type=HTML_MEDIA_TYPE, auth=False,
+)  # fmt: skip
+
 # Events and health.
 EVENTS: Final = Route("events", "GET", "/v1/events", response_media_type=EVENT_STREAM_MEDIA_TYPE)
 HEALTH: Final = Route("health", "GET", "/healthz", response_model=Health, auth=False)
@@ -270,6 +325,10 @@ SHARING_ROUTES: Final = (
     SHARE, UNSHARE, MEMBERS, SET_MEMBER, REMOVE_MEMBER,
     INVITATIONS, ACCEPT_INVITATION, DECLINE_INVITATION, EDITING, EDITORS,
 )  # fmt: skip
+LINK_MANAGEMENT_ROUTES: Final = (CREATE_LINK, LINKS, REVOKE_LINK)
+# The public pages. The unlock and upload posts come before the sub-page: a router that
+# tries routes in order must not take ``/l/TOKEN/upload`` for a path in the folder.
+LINK_ROUTES: Final = (LINK_PAGE, LINK_UNLOCK, LINK_UPLOAD, LINK_SUBPAGE)
 ROUTES: Final[tuple[Route, ...]] = (
     *ACCOUNT_ROUTES,
     *NAMESPACE_ROUTES,
@@ -277,6 +336,8 @@ ROUTES: Final[tuple[Route, ...]] = (
     *OBJECT_ROUTES,
     *OPS_ROUTES,
     *SHARING_ROUTES,
+    *LINK_MANAGEMENT_ROUTES,
+    *LINK_ROUTES,
     EVENTS,
     HEALTH,
 )

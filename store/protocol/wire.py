@@ -21,7 +21,7 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
 from store.errors import FormatError, InvalidPathError
-from store.ids import ChunkId, CommitId, ContentHash, NamespaceId, TreeId
+from store.ids import ChunkId, CommitId, ContentHash, LinkId, NamespaceId, TreeId
 from store.objects import validate_name as _validate_format_name
 from store.paths import DrivePath
 from store.protocol.errors import BadRequestError, InvalidIdError, InvalidNameError, ProtocolError
@@ -29,7 +29,7 @@ from store.protocol.errors import BadRequestError, InvalidIdError, InvalidNameEr
 # --- ids on the wire ----------------------------------------------------------------------
 
 IdT = TypeVar("IdT", ChunkId, TreeId, CommitId)
-_AnyIdT = TypeVar("_AnyIdT", ChunkId, TreeId, CommitId, ContentHash, NamespaceId)
+_AnyIdT = TypeVar("_AnyIdT", ChunkId, TreeId, CommitId, ContentHash, NamespaceId, LinkId)
 
 
 def parse_id(id_type: type[_AnyIdT], text: str) -> _AnyIdT:
@@ -47,7 +47,8 @@ def _pydantic_error(exc: ProtocolError) -> PydanticCustomError:
 
 
 class _HexId:
-    """Annotation marker: a typed id that is 64 (namespace: 32) lowercase hex digits in JSON."""
+    """Annotation marker: a typed id that is 64 (namespace, link: 32) lowercase hex digits in
+    JSON."""
 
     def __init__(self, id_type: Any) -> None:
         self.id_type: Any = id_type  # one of the store.ids classes
@@ -89,6 +90,7 @@ HexTreeId: TypeAlias = Annotated[TreeId, _HexId(TreeId)]
 HexCommitId: TypeAlias = Annotated[CommitId, _HexId(CommitId)]
 HexContentHash: TypeAlias = Annotated[ContentHash, _HexId(ContentHash)]
 HexNamespaceId: TypeAlias = Annotated[NamespaceId, _HexId(NamespaceId)]
+HexLinkId: TypeAlias = Annotated[LinkId, _HexId(LinkId)]
 
 
 # --- byte strings and paths on the wire -------------------------------------------------

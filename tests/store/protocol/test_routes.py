@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from store import protocol as p
-from store.ids import ChunkId, NamespaceId
+from store.ids import ChunkId, LinkId, NamespaceId
 from tests.store.protocol.samples import CHUNK, NS, TREE
 
 
@@ -41,7 +41,7 @@ def test_routes_refuse_unfilled_extra_or_mistyped_placeholders(
 def test_route_table_is_consistent() -> None:
     assert len({(route.method, route.template) for route in p.ROUTES}) == len(p.ROUTES)
     for route in p.ROUTES:
-        assert route.template.startswith(("/v1/", "/healthz"))
+        assert route.template.startswith(("/v1/", "/healthz", "/l/"))
         assert "{" not in route.fill(**{name: sample(name) for name in route.placeholders})
         if route.request_model is not None:
             assert route.request_media_type == p.JSON_MEDIA_TYPE
@@ -50,13 +50,15 @@ def test_route_table_is_consistent() -> None:
         if route.method == "GET":
             assert route.request_model is None and route.request_media_type is None
     public = {route.name for route in p.ROUTES if not route.auth}
-    assert public == {"register", "login", "health"}
+    assert public == {"register", "login", "health", *(route.name for route in p.LINK_ROUTES)}
+    assert all(route.template.startswith("/l/") for route in p.LINK_ROUTES)
 
 
 def sample(name: str) -> object:
     samples = {
         "namespace_id": NS, "chunk_id": CHUNK, "session_id": "0" * 32,
-        "invitation_id": "a" * 32, "username": "bob",
+        "invitation_id": "a" * 32, "username": "bob", "link_id": LinkId(bytes(16)),
+        "token": "A" * 22, "subpath": p.DrivePath((b"a", b"b c")),
     }  # fmt: skip
     return samples[name]
 
