@@ -24,6 +24,7 @@ import trio
 from boxfs.cli.commands_account import cmd_devices, cmd_login, cmd_logout, cmd_register, cmd_whoami
 from boxfs.cli.commands_files import cmd_get, cmd_ls, cmd_mkdir, cmd_mv, cmd_put, cmd_rm
 from boxfs.cli.commands_history import cmd_restore, cmd_versions
+from boxfs.cli.commands_links import cmd_link
 from boxfs.cli.commands_mount import cmd_mount, cmd_unmount
 from boxfs.cli.commands_status import cmd_status, cmd_sync
 from boxfs.cli.exit_codes import ExitCode, describe, exit_code_for, leaf
@@ -106,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="ISO 8601 UTC time (2026-11-28T03:15:02Z) or a commit id prefix from `versions`",
     )
 
+    _add_link_command(add)
+
     _add_mount_arguments(
         add("mount", cmd_mount, "mount the drive at MOUNTPOINT (in the background by default)")
     )
@@ -150,6 +153,23 @@ def _add_editing_commands(add: Callable[[str, Command, str], argparse.ArgumentPa
     sub = add("put", cmd_put, "upload a file or a folder (only missing chunks are sent)")
     sub.add_argument("local_path", metavar="LOCAL_PATH")
     sub.add_argument("remote_path", metavar="REMOTE_PATH")
+
+
+def _add_link_command(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    sub = add("link", cmd_link, "share a file or folder as a public URL; list or revoke links")
+    sub.add_argument("path", nargs="?", default=None, metavar="PATH")
+    sub.add_argument("--password", action="store_true", help="ask for a password for the link")
+    sub.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the link's password from the first line of standard input",
+    )
+    sub.add_argument("--expires", metavar="DURATION", help="e.g. 7d, 12h, 30m (default: never)")
+    sub.add_argument(
+        "--upload-only", action="store_true", help="a folder as a file-request page (no listing)"
+    )
+    sub.add_argument("--list", action="store_true", help="this account's links")
+    sub.add_argument("--revoke", metavar="ID", help="end a link at once")
 
 
 def _add_mount_arguments(sub: argparse.ArgumentParser) -> None:
