@@ -41,7 +41,7 @@ from server.links import Link
 from server.state import ServerState, now_ns
 from store import protocol
 from store.chunking import ChunkStream
-from store.errors import IntegrityError, NotFoundError
+from store.errors import IntegrityError, InvalidPathError, NotFoundError
 from store.frames import decode_frame, encode_frame
 from store.ids import ChunkId, TreeId
 from store.merkle import EMPTY_TREE_ID, lookup
@@ -98,7 +98,7 @@ def resolve(state: ServerState, link: Link, below: DrivePath | None) -> Target:
     ``NotFoundError`` if there is none (or it is a symlink, fifo or socket)."""
     try:
         path = _joined(link.path, below)
-    except protocol.InvalidNameError as exc:  # the two together are too deep
+    except InvalidPathError as exc:  # the two together are deeper than any path can be
         raise NotFoundError("path", "") from exc
     with state.db.read() as connection:
         head = read_head(connection, link.namespace_id)

@@ -117,6 +117,7 @@ _TITLES: Final[dict[str, str]] = {
     "rate_limited": "Too many attempts",
     "body_too_large": "Too large",
     "range_not_satisfiable": "Range not satisfiable",
+    "conflict": "Not possible now",
 }
 
 

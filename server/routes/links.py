@@ -57,7 +57,7 @@ from server.routes.endpoint import endpoint, namespace_id_param
 from server.routes.link_pages import error_page, listing_page, password_page, upload_page
 from server.state import ServerState, now_ns
 from store import protocol
-from store.errors import NotFoundError, StoreError
+from store.errors import ConflictError, NotFoundError, StoreError
 from store.ids import LinkId
 from store.objects import FileEntry
 from store.paths import DrivePath
@@ -342,8 +342,8 @@ async def link_upload(token: str, request: Request) -> Response:
         stored = [result for result in reply.results if result.status != "rejected"]
         detail = {"files": str(len(stored)), "rejected": str(len(files) - len(stored))}
         await state.run(record_use, state.db, link, "upload", address, detail)
-        if not stored:
-            raise protocol.UnavailableError("the files could not be stored: try again later")
+        if not stored:  # the link's folder is gone, or is a file now
+            raise ConflictError("upload", "this page can take no files now")
         return _html(
             upload_page(
                 token, limit_bytes=state.settings.link_upload_max_bytes, received=len(stored)

@@ -166,3 +166,28 @@ def test_uploads_through_a_link_stop_when_its_creator_is_no_editor(drive: Drive)
     )
     assert reply.status_code == 403
     assert drive.entry(owner.home, "late.txt") is None
+
+
+def test_a_file_request_whose_folder_became_a_file_takes_nothing(drive: Drive, alice: User) -> None:
+    drive.apply(alice, alice.home, [protocol.MkdirOp(
+        path=drive_path("inbox"),
+        attrs=protocol.AttrsModel(mode=0o755, uid=0, gid=0, mtime_ns=0),
+    )])  # fmt: skip
+    body = protocol.LinkCreateRequest(path=drive_path("inbox"), upload_only=True)
+    reply = drive.client.post(
+        protocol.CREATE_LINK.fill(namespace_id=alice.home),
+        content=body.model_dump_json(),
+        headers={**alice.headers, "Content-Type": protocol.JSON_MEDIA_TYPE},
+    )
+    token = protocol.LinkCreated.model_validate_json(reply.content).token
+    drive.apply(alice, alice.home, [protocol.DeleteOp(path=drive_path("inbox"))])
+    drive.apply(alice, alice.home, [drive.put(alice, alice.home, "inbox", b"a file now\n")])
+    commits_before = drive.commit_count(alice.home)
+    form, content_type = form_body("late.txt", b"late\n")
+    reply = drive.client.post(
+        protocol.LINK_UPLOAD.fill(token=token), content=form, headers={"Content-Type": content_type}
+    )
+    assert reply.status_code == 409
+    assert "late.txt" not in reply.text
+    assert drive.commit_count(alice.home) == commits_before
+    assert drive.read(alice.home, "inbox") == b"a file now\n"
