@@ -59,6 +59,9 @@ How each figure is taken:
 
 - ``cross_user_change_to_visible_*``: the same as ``change_to_visible`` between two users
   of a shared folder: bob writes, alice's mount reads (``scripts/bench_sharing.py``).
+Last, with the mounts and their server stopped, ``scripts/bench_links.py`` runs on a fresh
+server: a 1 GiB folder (``--quick``: 128 MiB) downloaded as a zip through a share link,
+beside the raw chunk download of the same bytes (``links.*`` lines; see its docstring).
 
 Everything shares this 2-core machine (two mounts, the server, and this process polling):
 ``load_average_at_*`` says how busy it was. ``--debug`` runs the mounts with ``--debug``
@@ -90,6 +93,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bench_links  # scripts/bench_links.py, beside this file
 from bench_sharing import bench_cross_user
 
 from boxfs.remote import Remote
@@ -599,6 +603,9 @@ def main() -> None:
             note(f"kept {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
+    # Then, with the mounts and their server gone: a folder's zip through a share link
+    # beside the raw chunk download of the same bytes (scripts/bench_links.py).
+    bench_links.run(quick=args.quick)
 
 
 if __name__ == "__main__":
