@@ -267,6 +267,10 @@ def test_an_expired_or_revoked_link_answers_410_and_an_unknown_token_404(
     assert revoked.status == 410
     assert "revoked" in revoked.text
     assert "revoked" in cid.ok("link", "--list")
+    (record,) = [
+        r for r in audit_actions(server_process.url, cid.token) if r.action == "link_revoked"
+    ]
+    assert record.detail["link_id"] == lasting_id
 
     base = short.rsplit("/", 1)[0]
     unknown = curl(f"{base}/AAAAAAAAAAAAAAAAAAAAAA", scratch=tmp_path)
