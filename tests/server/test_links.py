@@ -5,6 +5,8 @@ creator to be an editor still."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +193,30 @@ def test_a_file_request_whose_folder_became_a_file_takes_nothing(drive: Drive, a
     assert "late.txt" not in reply.text
     assert drive.commit_count(alice.home) == commits_before
     assert drive.read(alice.home, "inbox") == b"a file now\n"
+
+
+def test_a_folder_zip_of_members_past_the_zip64_bound_stays_readable(
+    drive: Drive, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pretend the zip64 bound is a few KiB, so small members take the zip64 path (a size
+    # in the data descriptor and extra fields) that members over 4 GiB take for real.
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 4096)
+    files = {"a.bin": bytes(range(256)) * 40, "b/c.bin": b"c" * 9000, "small.txt": b"hi\n"}
+    ops: list[protocol.Op] = [protocol.MkdirOp(
+        path=drive_path("b"), attrs=protocol.AttrsModel(mode=0o755, uid=0, gid=0, mtime_ns=0)
+    )]  # fmt: skip
+    ops += [drive.put(alice, alice.home, name, data) for name, data in files.items()]
+    drive.apply(alice, alice.home, ops)
+    body = protocol.LinkCreateRequest()
+    reply = drive.client.post(
+        protocol.CREATE_LINK.fill(namespace_id=alice.home),
+        content=body.model_dump_json(),
+        headers={**alice.headers, "Content-Type": protocol.JSON_MEDIA_TYPE},
+    )
+    token = protocol.LinkCreated.model_validate_json(reply.content).token
+    zipped = drive.client.get(protocol.LINK_PAGE.fill(token=token), params={"format": "zip"})
+    assert zipped.status_code == 200
+    assert b"PK\x06\x06" in zipped.content  # a zip64 end of central directory
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+        got = {i.filename: archive.read(i) for i in archive.infolist() if not i.is_dir()}
+    assert got == files
