@@ -4,11 +4,12 @@ process: the status each one gets is the one in ``EXPECTED``.
 The callers of a shared folder ``Team`` (alice's): its owner, an editor, a viewer, a user
 who is no member, a member who was removed (and who still knows every id he read while he
 was one), a session that logged out, and someone holding nothing but a share link (no
-session at all). Each route has a request builder that makes, for each caller, a request
-that would succeed if that caller were allowed: destructive routes get a fresh target per
-caller (a folder to unshare, a session to end, an invitation to answer), so one caller's
-answer never depends on another's. A route added to ``ROUTES`` without an entry here fails
-``test_every_route_has_an_entry``.
+session at all; each builder hands every caller the same kind of link, so on the public
+``/l/`` pages the token is what counts). Each route has a request builder that makes, for
+each caller, a request that would succeed if that caller were allowed: destructive routes
+get a fresh target per caller (a folder to unshare, a session to end, an invitation to
+answer, a link to revoke), so one caller's answer never depends on another's. A route
+added to ``ROUTES`` without an entry here fails ``test_every_route_has_an_entry``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import pytest
 from store import protocol
 from store.chunking import ChunkStream
 from store.frames import encode_frame
-from store.ids import ChunkId, CommitId, NamespaceId, TreeId, content_hash_of
+from store.ids import ChunkId, CommitId, LinkId, NamespaceId, TreeId, content_hash_of
 from tests.integration.server_process import ServerProcess
 
 PASSWORD: Final = "matrix test password"  # noqa: S105  (a test account)
+LINK_PASSWORD: Final = "matrix link password"  # noqa: S105  (a test link)
 CALLERS: Final = ("owner", "editor", "viewer", "non_member", "removed", "logged_out", "link_holder")
 MEMBERS: Final = ("owner", "editor", "viewer")
 ANYONE_SIGNED_IN: Final = ("owner", "editor", "viewer", "non_member", "removed")
@@ -45,6 +47,8 @@ class Request:
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] | None = None
+    data: dict[str, str] | None = None  # a form
+    files: dict[str, tuple[str, bytes]] | None = None  # a multipart upload
 
 
 @dataclass
@@ -87,6 +91,15 @@ class World:
             self.client.post(protocol.LOGOUT.fill(), headers=self.headers(gone)).status_code == 204
         )
         self.accounts["logged_out"] = gone
+
+    def link(self, path: str | None, **options: object) -> str:
+        """A fresh link of alice's to ``path`` in Team (``None``: all of it); its token."""
+        reply = self.client.post(
+            protocol.CREATE_LINK.fill(namespace_id=self.team), json={"path": path, **options},
+            headers=self.headers(self.alice),
+        )  # fmt: skip
+        assert reply.status_code == 201, reply.text
+        return str(reply.json()["token"])
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -312,6 +325,43 @@ def _login(world: World, _caller: str, account: Account | None) -> Request:
     return Request("POST", protocol.LOGIN.fill(), json=body)
 
 
+def _create_link(world: World, _caller: str, _account: Account | None) -> Request:
+    body = {"path": "notes.txt"}
+    return Request("POST", protocol.CREATE_LINK.fill(namespace_id=world.team), json=body)
+
+
+def _revoke_link(world: World, _caller: str, _account: Account | None) -> Request:
+    world.link("notes.txt")
+    listed = world.client.get(protocol.LINKS.fill(), headers=world.headers(world.alice)).json()
+    link_id = LinkId.from_hex(
+        next(link["link_id"] for link in listed["links"] if not link.get("revoked_at"))
+    )
+    return Request("DELETE", protocol.REVOKE_LINK.fill(link_id=link_id))
+
+
+def _link_page(world: World, _caller: str, _account: Account | None) -> Request:
+    return Request("GET", protocol.LINK_PAGE.fill(token=world.link("notes.txt")))
+
+
+def _link_subpage(world: World, _caller: str, _account: Account | None) -> Request:
+    token = world.link(None)  # the whole folder
+    subpath = protocol.DrivePath([b"notes.txt"])
+    return Request("GET", protocol.LINK_SUBPAGE.fill(token=token, subpath=subpath))
+
+
+def _link_unlock(world: World, _caller: str, _account: Account | None) -> Request:
+    token = world.link("notes.txt", password=LINK_PASSWORD)
+    return Request("POST", protocol.LINK_UNLOCK.fill(token=token), data={"password": LINK_PASSWORD})
+
+
+def _link_upload(world: World, _caller: str, _account: Account | None) -> Request:
+    token = world.link(None, upload_only=True)
+    name = f"dropped-{secrets.token_hex(4)}.txt"
+    return Request(
+        "POST", protocol.LINK_UPLOAD.fill(token=token), files={"file": (name, b"dropped\n")}
+    )
+
+
 def _chunk_ids(world: World) -> dict[str, list[str]]:
     return {"ids": [world.chunk.hex()]}
 
@@ -371,6 +421,15 @@ EXPECTED: Final[dict[str, tuple[Builder, dict[str, int]]]] = {
     ),
     "editing": (on_team(protocol.EDITING, lambda _world: {"paths": ["notes.txt"]}), WRITE),
     "editors": (on_team(protocol.EDITORS), READ),
+    "create_link": (_create_link, _statuses(201, ("owner", "editor"), viewer=403)),
+    "links": (_json(protocol.LINKS, None), SIGNED_IN),
+    # A link's creator (alice, the owner) may revoke it; to anyone else it does not exist.
+    "revoke_link": (_revoke_link, _statuses(204, ("owner",))),
+    # The public pages: a session neither helps nor hinders; the token is what counts.
+    "link_page": (_link_page, PUBLIC),
+    "link_subpage": (_link_subpage, PUBLIC),
+    "link_unlock": (_link_unlock, dict.fromkeys(CALLERS, 303)),
+    "link_upload": (_link_upload, PUBLIC),
     "events": (_json(protocol.EVENTS, None), SIGNED_IN),
     "health": (_json(protocol.HEALTH, None), PUBLIC),
 }
@@ -398,9 +457,11 @@ def _send(world: World, request: Request, account: Account | None) -> int:
     if request.path == protocol.EVENTS.fill():
         with world.client.stream("GET", request.path, headers=headers) as reply:
             return reply.status_code  # the stream is closed unread
+    if request.path.startswith("/l/"):  # a browser's or curl's request: no protocol header
+        headers = {key: value for key, value in headers.items() if key != protocol.PROTOCOL_HEADER}
     reply = world.client.request(
         request.method, request.path, json=request.json, content=request.content,
-        headers=headers, params=request.params,
+        headers=headers, params=request.params, data=request.data, files=request.files,
     )  # fmt: skip
     return reply.status_code
 
