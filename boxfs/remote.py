@@ -259,6 +259,62 @@ class Remote:
 
     async def revoke_link(self, link_id: LinkId) -> None:
         await self._send(protocol.REVOKE_LINK, path_params={"link_id": link_id})
+    # --- shared folders ------------------------------------------------------------------
+
+    async def share(self, home_id: NamespaceId, path: protocol.DrivePath) -> protocol.ShareInfo:
+        """Share the folder at ``path`` of the home ``home_id``: its ``ShareInfo`` (the same
+        again for a folder the caller shared before)."""
+        return await self._json(
+            protocol.SHARE,
+            protocol.ShareInfo,
+            path_params={"namespace_id": home_id},
+            body=protocol.ShareRequest(path=path),
+        )
+
+    async def unshare(self, namespace_id: NamespaceId) -> None:
+        await self._send(protocol.UNSHARE, path_params={"namespace_id": namespace_id})
+
+    async def members(self, namespace_id: NamespaceId) -> list[protocol.MemberInfo]:
+        """The owner, members and invitees of a shared folder."""
+        params = {"namespace_id": namespace_id}
+        reply = await self._json(protocol.MEMBERS, protocol.MemberList, path_params=params)
+        return list(reply.members)
+
+    async def set_member(
+        self, namespace_id: NamespaceId, username: str, role: protocol.MemberRole
+    ) -> protocol.MemberInfo:
+        """Invite ``username`` as ``role``, or change the role of a member or invitee."""
+        return await self._json(
+            protocol.SET_MEMBER,
+            protocol.MemberInfo,
+            path_params={"namespace_id": namespace_id},
+            body=protocol.MemberRequest(username=username, role=role),
+        )
+
+    async def remove_member(self, namespace_id: NamespaceId, username: str) -> None:
+        """Remove a member, withdraw an invitation, or (one's own name) leave."""
+        await self._send(
+            protocol.REMOVE_MEMBER,
+            path_params={"namespace_id": namespace_id, "username": username},
+        )
+
+    async def invitations(self) -> list[protocol.InvitationInfo]:
+        reply = await self._json(protocol.INVITATIONS, protocol.InvitationList)
+        return list(reply.invitations)
+
+    async def accept_invitation(
+        self, invitation_id: str, path: protocol.DrivePath | None = None
+    ) -> protocol.AcceptResponse:
+        """Join the shared folder at ``path`` of the home (``None``: the server picks)."""
+        return await self._json(
+            protocol.ACCEPT_INVITATION,
+            protocol.AcceptResponse,
+            path_params={"invitation_id": invitation_id},
+            body=protocol.AcceptRequest(path=path),
+        )
+
+    async def decline_invitation(self, invitation_id: str) -> None:
+        await self._send(protocol.DECLINE_INVITATION, path_params={"invitation_id": invitation_id})
 
     # --- content -------------------------------------------------------------------------
 
