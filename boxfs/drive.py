@@ -8,6 +8,13 @@ the protocol's bounds, each batch resent under the same idempotency key when its
 lost, so it applies once. ``open_drive`` reads the head, starts the fetcher's background
 task and stops it again when the block ends.
 
+A path of the home may lead into a shared folder: a mount entry (``EntryKind.MOUNT``)
+names the folder's namespace, and what lies below it is a path of that namespace, relative
+to its root. ``resolve`` maps a home path to its ``Location`` (namespace, path inside it,
+role) by walking the home tree; ``open_drives`` holds the home's ``Drive`` and opens the
+``Drive`` of each shared folder a path leads into (``Drives.at``). Shared folders never
+nest, so one mount entry is followed at most.
+
 It holds no lock of the device home: a mount of the same home may run meanwhile (the CLI
 passes the mount's cache opened read-only, or none). Trees used last stay in the
 fetcher's memory cache (bounded: ``boxfs.fetcher.RECENT_TREE_BYTES``); file content is
@@ -20,9 +27,11 @@ calls it: the CLI's commands, inside their one ``trio.run``.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Final
 
 import blake3
@@ -35,7 +44,7 @@ from boxfs.remote import Remote
 from boxfs.threads import run_in_thread
 from store import ops, protocol
 from store.cache import ObjectCache
-from store.errors import ConflictError, IntegrityError, TransientError
+from store.errors import ConflictError, IntegrityError, NotFoundError, TransientError
 from store.ids import ContentHash, NamespaceId, TreeId
 from store.merkle import EMPTY_TREE_ID
 from store.objects import EntryKind, FileEntry, Tree, decode_commit
@@ -230,7 +239,19 @@ async def open_drive(
 ) -> AsyncIterator[Drive]:
     """The home namespace at its head, with a fetcher running until the block ends.
     ``cache``: an object cache to read from (a mount's, opened read-only) or write to."""
-    info = await remote.home()
+    async with open_namespace(remote, limiter, await remote.home(), cache) as drive:
+        yield drive
+
+
+@asynccontextmanager
+async def open_namespace(
+    remote: Remote,
+    limiter: trio.CapacityLimiter,
+    info: protocol.NamespaceInfo,
+    cache: ObjectCache | None = None,
+) -> AsyncIterator[Drive]:
+    """The namespace ``info`` names (the home, or a shared folder) at its head, with a
+    fetcher running until the block ends."""
     root = EMPTY_TREE_ID
     if info.head is not None:
         data = (await remote.commits(info.namespace_id, [info.head])).get(info.head)
@@ -250,3 +271,149 @@ async def open_drive(
                 yield Drive(remote, info.namespace_id, root, fetcher, limiter)
             finally:
                 nursery.cancel_scope.cancel()
+
+
+# --- shared folders: where a home path leads -----------------------------------------------
+
+HOME_ROLE: Final[protocol.Role] = "owner"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a path of the home leads: the namespace it is in, the path inside it (``None``:
+    that namespace's root) and the caller's role there. For a path in a shared folder,
+    ``mount_path`` is the home path of its mount entry and ``mount`` that entry; both are
+    ``None`` for a path of the home itself."""
+
+    namespace_id: NamespaceId
+    path: DrivePath | None
+    role: protocol.Role
+    mount_path: DrivePath | None = None
+    mount: FileEntry | None = None
+
+    @property
+    def shared(self) -> bool:
+        return self.mount_path is not None
+
+    @property
+    def writable(self) -> bool:
+        return self.role != "viewer"
+
+    def outer(self, inner: DrivePath | None) -> DrivePath | None:
+        """A path of this location's namespace as a path of the home (``None``: its root)."""
+        if self.mount_path is None:
+            return inner
+        if inner is None:
+            return self.mount_path
+        return DrivePath((*self.mount_path.components, *inner.components))
+
+    def root_entry(self, root: TreeId) -> FileEntry:
+        """The shared folder's root as a folder entry: the mount entry's name and attributes,
+        the namespace's ``root`` tree (for the commands that take a folder entry)."""
+        assert self.mount is not None
+        return dataclasses.replace(self.mount, kind=EntryKind.DIR, tree_id=root, namespace_id=None)
+
+
+async def resolve(
+    load: Callable[[TreeId], Awaitable[Tree]],
+    home_id: NamespaceId,
+    root: TreeId,
+    path: DrivePath | None,
+    roles: Mapping[NamespaceId, protocol.Role],
+    *,
+    follow_last: bool = True,
+) -> Location:
+    """Where ``path`` of the home (root ``root``, trees from ``load``) leads. A mount entry
+    on the way is followed into its namespace: the rest of the path is relative to that
+    namespace's root. With ``follow_last`` false, a path that names a mount entry itself
+    stays in the home (moving or removing the entry, its history). A path that ends at
+    something else than a folder, or at nothing, stays where it is: the caller's lookup
+    finds that out. ``roles``: the caller's role in each namespace they belong to
+    (``GET /v1/namespaces``); a mount entry of one they no longer belong to is
+    ``NotFoundError``."""
+    if path is None:
+        return Location(home_id, None, HOME_ROLE)
+    tree = await load(root)
+    components = path.components
+    for depth, name in enumerate(components):
+        entry = tree.get(name)
+        last = depth == len(components) - 1
+        if entry is None:
+            break
+        if entry.kind is EntryKind.MOUNT:
+            if last and not follow_last:
+                break
+            assert entry.namespace_id is not None
+            mount_path = DrivePath(components[: depth + 1])
+            role = roles.get(entry.namespace_id)
+            if role is None:
+                shown = bytes(mount_path).decode("utf-8", "backslashreplace")
+                raise NotFoundError("shared folder", shown)
+            rest = components[depth + 1 :]
+            return Location(
+                entry.namespace_id, DrivePath(rest) if rest else None, role, mount_path, entry
+            )
+        if entry.kind is not EntryKind.DIR or last:
+            break
+        assert entry.tree_id is not None
+        tree = await load(entry.tree_id)
+    return Location(home_id, path, HOME_ROLE)
+
+
+class Drives:
+    """The home's ``Drive`` and those of the shared folders paths lead into, each opened
+    once, the first time a path leads there, and closed when ``open_drives``'s block ends."""
+
+    def __init__(
+        self,
+        remote: Remote,
+        limiter: trio.CapacityLimiter,
+        cache: ObjectCache | None,
+        home: Drive,
+        *,
+        namespaces: Sequence[protocol.NamespaceInfo],
+        stack: AsyncExitStack,
+    ) -> None:
+        self.remote = remote
+        self.home = home
+        self.namespaces = {info.namespace_id: info for info in namespaces}
+        self._limiter = limiter
+        self._cache = cache
+        self._stack = stack
+        self._opened: dict[NamespaceId, Drive] = {home.namespace_id: home}
+
+    async def locate(self, path: DrivePath | None, *, follow_last: bool = True) -> Location:
+        roles = {ns: info.role for ns, info in self.namespaces.items()}
+        return await resolve(
+            self.home.tree, self.home.namespace_id, self.home.root, path, roles,
+            follow_last=follow_last,
+        )  # fmt: skip
+
+    async def at(
+        self, path: DrivePath | None, *, follow_last: bool = True
+    ) -> tuple[Drive, Location]:
+        """The drive ``path`` lies in, and where in it (``resolve``)."""
+        location = await self.locate(path, follow_last=follow_last)
+        return await self.drive(location.namespace_id), location
+
+    async def drive(self, namespace_id: NamespaceId) -> Drive:
+        drive = self._opened.get(namespace_id)
+        if drive is None:
+            info = self.namespaces[namespace_id]
+            drive = await self._stack.enter_async_context(
+                open_namespace(self.remote, self._limiter, info, self._cache)
+            )
+            self._opened[namespace_id] = drive
+        return drive
+
+
+@asynccontextmanager
+async def open_drives(
+    remote: Remote, limiter: trio.CapacityLimiter, cache: ObjectCache | None = None
+) -> AsyncIterator[Drives]:
+    """The home at its head, and the shared folders in it as paths lead there."""
+    namespaces = await remote.namespaces()
+    home = next(info for info in namespaces if info.home)
+    async with AsyncExitStack() as stack:
+        drive = await stack.enter_async_context(open_namespace(remote, limiter, home, cache))
+        yield Drives(remote, limiter, cache, drive, namespaces=namespaces, stack=stack)

@@ -3,7 +3,9 @@
 ``versions`` lists every version of a path, newest first; ``restore --at`` takes a time
 (ISO 8601, UTC by default, or the ``.versions`` folder form) or a commit id prefix
 (``parse_when``), picks the version it names (``pick_version``) and asks the server to
-bring it back as a new version (history is never rewritten). The commands parse, call the
+bring it back as a new version (history is never rewritten). A path inside a shared folder
+is looked up in that folder's namespace (``boxfs.drive.Drives.at``); a shared folder named
+itself is its mount entry in the home. The commands parse, call the
 server through ``boxfs.cli.drive`` and print; ``parser.main`` runs each in one
 ``trio.run``.
 """
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from boxfs.cli.drive import opened_drive, session_remote
+from boxfs.cli.drive import opened_drives, outer_results, require_writable, session_remote
 from boxfs.cli.exit_codes import ExitCode, exit_for_results
 from boxfs.cli.output import Context, describe_result, format_time_ns, show_path
 from boxfs.cli.paths import not_found, parse_remote_path
@@ -43,9 +45,11 @@ async def cmd_versions(args: argparse.Namespace, ctx: Context) -> ExitCode:
     session = ctx.home.load_session()
     async with (
         session_remote(session) as remote,
-        opened_drive(ctx.home, remote, ctx.limiter) as view,
+        opened_drives(ctx.home, remote, ctx.limiter) as drives,
     ):
-        versions = await view.versions(target.path)
+        view, where = await drives.at(target.path, follow_last=False)
+        assert where.path is not None  # a mount entry itself stays in the home
+        versions = await view.versions(where.path)
     if not versions:
         raise not_found(target.path)
     rows = [
@@ -152,9 +156,12 @@ async def cmd_restore(args: argparse.Namespace, ctx: Context) -> ExitCode:
     session = ctx.home.load_session()
     async with (
         session_remote(session) as remote,
-        opened_drive(ctx.home, remote, ctx.limiter) as view,
+        opened_drives(ctx.home, remote, ctx.limiter) as drives,
     ):
-        versions = await view.versions(target.path)
+        view, where = await drives.at(target.path, follow_last=False)
+        assert where.path is not None  # a mount entry itself stays in the home
+        require_writable(where)
+        versions = await view.versions(where.path)
         if not versions:
             raise not_found(target.path)
         chosen = pick_version(versions, when, args.at, show_path(target.path))
@@ -164,10 +171,10 @@ async def cmd_restore(args: argparse.Namespace, ctx: Context) -> ExitCode:
                 f"{show_path(target.path)} did not exist at {args.at} (deleted at {moment})"
             )
         request = protocol.RestoreRequest(
-            path=target.path, commit_id=chosen.commit_id, idempotency_key=new_key()
+            path=where.path, commit_id=chosen.commit_id, idempotency_key=new_key()
         )
         reply = await remote.restore(view.namespace_id, request)
-    result = reply.results[0]
+    result = outer_results(where, reply.results)[0]
     commit = chosen.commit_id.hex()[:_COMMIT_PREFIX_SHOWN]
     if result.status == "rejected":
         ctx.result(describe_result(result))

@@ -2,7 +2,10 @@
 
 ``opened_drive`` opens the home namespace at its head through ``boxfs.drive.Drive``
 (reading from the mount's object cache, opened read-only, when the home has one; taking
-no lock, so a mount may run meanwhile); ``download_to`` lands a file's verified content in
+no lock, so a mount may run meanwhile), and ``opened_drives`` the home with the shared
+folders its paths lead into (``boxfs.drive.Drives``); ``require_writable`` refuses a change
+where the caller only views, and ``outer_results`` shows a shared folder's op results as
+paths of the home; ``download_to`` lands a file's verified content in
 place only once every byte is checked and fsynced; ``ChunkUploader`` and ``scan_file``
 send only the chunks the server lacks as local files are chunked; ``mkdir_op`` and
 ``deletes_below`` build the ``store.ops`` operations the commands hand to ``Drive.apply``.
@@ -39,8 +42,8 @@ from typing import BinaryIO, Final, TypeVar
 import trio
 
 from boxfs.chunk_sender import groups_of, send_framed
-from boxfs.cli.output import Transfer
-from boxfs.drive import Drive, open_drive
+from boxfs.cli.output import Transfer, show_path
+from boxfs.drive import Drive, Drives, Location, open_drive, open_drives
 from boxfs.errors import UsageError
 from boxfs.home import Home, Session
 from boxfs.remote import Remote
@@ -74,6 +77,26 @@ async def opened_drive(
 ) -> AsyncIterator[Drive]:
     """The home namespace at its head; objects the home's cache holds are read from it
     (read-only: a mount may own it), the rest are fetched."""
+    async with _home_cache(home, limiter) as cache, open_drive(remote, limiter, cache) as drive:
+        yield drive
+
+
+@asynccontextmanager
+async def opened_drives(
+    home: Home, remote: Remote, limiter: trio.CapacityLimiter
+) -> AsyncIterator[Drives]:
+    """The home at its head and the shared folders its paths lead into (``Drives.at``),
+    reading from the home's object cache as ``opened_drive`` does."""
+    async with _home_cache(home, limiter) as cache, open_drives(remote, limiter, cache) as drives:
+        yield drives
+
+
+@asynccontextmanager
+async def _home_cache(
+    home: Home, limiter: trio.CapacityLimiter
+) -> AsyncIterator[ObjectCache | None]:
+    """The home's object cache opened read-only, or ``None`` if it has none or it is
+    unusable (it is only a shortcut)."""
     cache: ObjectCache | None = None
     try:
         cache = await run_in_thread(
@@ -84,11 +107,40 @@ async def opened_drive(
     except (StoreError, OSError) as exc:  # the cache is only a shortcut: go without it
         _log.warning("not using the object cache of %s: %s", home, exc)
     try:
-        async with open_drive(remote, limiter, cache) as drive:
-            yield drive
+        yield cache
     finally:
         if cache is not None:
             cache.close()
+
+
+def require_writable(location: Location) -> None:
+    """Refuse, before anything is sent, a change inside a shared folder one only views."""
+    if not location.writable:
+        assert location.mount_path is not None
+        shown = show_path(location.mount_path)
+        raise protocol.ForbiddenError(
+            f"{shown} is a shared folder you can only view (role {location.role}): "
+            "ask its owner for the editor role"
+        )
+
+
+def outer_results(
+    location: Location, results: Sequence[protocol.OpResult]
+) -> list[protocol.OpResult]:
+    """Op results of a shared folder with their paths as paths of the home, to show."""
+    if not location.shared:
+        return list(results)
+    return [
+        result.model_copy(
+            update={
+                "path": location.outer(result.path),
+                "conflict_path": (
+                    None if result.conflict_path is None else location.outer(result.conflict_path)
+                ),
+            }
+        )
+        for result in results
+    ]
 
 
 # --- downloads --------------------------------------------------------------------------------
