@@ -26,6 +26,16 @@ from boxfs.cli.commands_files import cmd_get, cmd_ls, cmd_mkdir, cmd_mv, cmd_put
 from boxfs.cli.commands_history import cmd_restore, cmd_versions
 from boxfs.cli.commands_links import cmd_link
 from boxfs.cli.commands_mount import cmd_mount, cmd_unmount
+from boxfs.cli.commands_sharing import (
+    DEFAULT_LOG_COMMITS,
+    cmd_accept,
+    cmd_decline,
+    cmd_invitations,
+    cmd_leave,
+    cmd_log,
+    cmd_share,
+    cmd_unshare,
+)
 from boxfs.cli.commands_status import cmd_status, cmd_sync
 from boxfs.cli.exit_codes import ExitCode, describe, exit_code_for, leaf
 from boxfs.cli.output import Context, print_error
@@ -108,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_link_command(add)
+    _add_sharing_commands(add)
 
     _add_mount_arguments(
         add("mount", cmd_mount, "mount the drive at MOUNTPOINT (in the background by default)")
@@ -170,6 +181,66 @@ def _add_link_command(add: Callable[[str, Command, str], argparse.ArgumentParser
     )
     sub.add_argument("--list", action="store_true", help="this account's links")
     sub.add_argument("--revoke", metavar="ID", help="end a link at once")
+
+
+def _add_sharing_commands(add: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    """Shared folders, invitations, and the log of the namespace a path is in."""
+    sub = add(
+        "share",
+        cmd_share,
+        "share a folder: invite users (--with), change roles, remove them, or --list them",
+    )
+    sub.add_argument("path", metavar="PATH")
+    sub.add_argument(
+        "--with",
+        dest="with_users",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="invite USER, or set USER's role (repeatable)",
+    )
+    sub.add_argument(
+        "--role",
+        choices=("editor", "viewer"),
+        default=None,
+        help="the role --with gives (default: editor)",
+    )
+    sub.add_argument(
+        "--remove",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="remove a member or withdraw an invitation (repeatable)",
+    )
+    sub.add_argument("--list", action="store_true", help="list members and invitations")
+
+    sub = add("unshare", cmd_unshare, "stop sharing a folder you own: it is only yours again")
+    sub.add_argument("path", metavar="PATH")
+
+    sub = add("leave", cmd_leave, "leave a shared folder you are a member of")
+    sub.add_argument("path", metavar="PATH")
+
+    add("invitations", cmd_invitations, "list the invitations to shared folders waiting for you")
+
+    sub = add("accept", cmd_accept, "accept an invitation: the shared folder joins your drive")
+    sub.add_argument("invitation_id", metavar="ID")
+    sub.add_argument(
+        "--at", metavar="PATH", help="where it goes (default: its name at the drive's top)"
+    )
+
+    sub = add("decline", cmd_decline, "decline an invitation")
+    sub.add_argument("invitation_id", metavar="ID")
+
+    sub = add("log", cmd_log, "the commits of the drive, or of the shared folder PATH is in")
+    sub.add_argument("path", nargs="?", default="/", metavar="PATH")
+    sub.add_argument(
+        "-n",
+        dest="count",
+        type=int,
+        default=DEFAULT_LOG_COMMITS,
+        metavar="N",
+        help=f"show the newest N commits (default: {DEFAULT_LOG_COMMITS})",
+    )
 
 
 def _add_mount_arguments(sub: argparse.ArgumentParser) -> None:
