@@ -259,6 +259,7 @@ class Remote:
 
     async def revoke_link(self, link_id: LinkId) -> None:
         await self._send(protocol.REVOKE_LINK, path_params={"link_id": link_id})
+
     # --- shared folders ------------------------------------------------------------------
 
     async def share(self, home_id: NamespaceId, path: protocol.DrivePath) -> protocol.ShareInfo:
