@@ -7,8 +7,9 @@ reads it), ``--expires 7d`` bounds its life, ``--upload-only`` makes a folder a
 file-request page. ``--list`` shows the links, ``--revoke ID`` ends one at once.
 
 ``link_target`` is the one place that turns a drive path into the namespace it lives in and
-the path inside it (today: the home namespace, always). The command parses, calls
-``boxfs.remote.Remote`` and prints; ``parser.main`` runs it in one ``trio.run``.
+the path inside it (through a shared folder's mount entry, that folder's). The command
+parses, calls ``boxfs.remote.Remote`` and prints; ``parser.main`` runs it in one
+``trio.run``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from typing import Final
 
 from boxfs.cli.commands_account import checked, read_password
-from boxfs.cli.drive import session_remote
+from boxfs.cli.drive import opened_drives, session_remote
 from boxfs.cli.exit_codes import ExitCode
 from boxfs.cli.output import Context, show_path
 from boxfs.cli.paths import RemoteTarget, parse_remote_path
@@ -46,13 +47,14 @@ def parse_duration_s(text: str) -> int:
 
 
 async def link_target(
-    remote: Remote, target: RemoteTarget
+    ctx: Context, remote: Remote, target: RemoteTarget
 ) -> tuple[NamespaceId, protocol.DrivePath | None]:
-    """The namespace a drive path lives in and the path inside it (``None``: its root).
-    Every path is in the home namespace for now; paths inside shared folders will resolve
-    to theirs here, and only here."""
-    home = await remote.home()
-    return home.namespace_id, target.path
+    """The namespace a drive path lives in and the path inside it (``None``: its root): a
+    path through a shared folder's mount entry is that folder's (``Drives.locate``), so a
+    link to ``Team/plan.txt`` is a link into Team (which its owner may revoke as well)."""
+    async with opened_drives(ctx.home, remote, ctx.limiter) as drives:
+        location = await drives.locate(target.path)
+    return location.namespace_id, location.path
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -90,7 +92,7 @@ async def cmd_link(args: argparse.Namespace, ctx: Context) -> ExitCode:
             ctx.result(f"revoked {link_id.hex()}")
             return ExitCode.OK
         request = _create_request(args)
-        namespace_id, path = await link_target(remote, parse_remote_path(args.path))
+        namespace_id, path = await link_target(ctx, remote, parse_remote_path(args.path))
         created = await remote.create_link(namespace_id, request.model_copy(update={"path": path}))
     info = created.link
     ctx.result(f"{session.server_url}{created.url_path}")

@@ -1,7 +1,9 @@
 """``status`` and ``sync``: what this device has not uploaded yet.
 
 ``status`` prints the account, the server (online or not), the mount process, pending
-operations, the last sync and conflicts, read from ``boxfs.cli.device_state``. ``sync``
+operations, the last sync and conflicts, read from ``boxfs.cli.device_state``; ``status
+PATH`` says where a drive path is (the home, or a shared folder and one's role) and who
+else has it open for writing, as the server says. ``sync``
 polls the journal until it stays empty while a mount of this home uploads, or gives up:
 exit 8 (``NOT_SYNCED``) when nothing uploads, a change was lost before its upload, or the
 ``--timeout`` passes with the server reachable; exit 6 when it does not answer. Neither
@@ -12,6 +14,7 @@ changes the journal (it is read beside a running mount); ``parser.main`` runs ea
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 from typing import Final
 
@@ -27,6 +30,7 @@ from boxfs.cli.device_state import (
     session_valid,
     state_of,
 )
+from boxfs.cli.drive import opened_drives, session_remote
 from boxfs.cli.exit_codes import ExitCode
 from boxfs.cli.output import (
     Context,
@@ -36,7 +40,9 @@ from boxfs.cli.output import (
     human_size,
     print_error,
     show_bytes,
+    show_path,
 )
+from boxfs.cli.paths import RemoteTarget, parse_remote_path
 from boxfs.errors import UsageError
 from boxfs.home import Home
 
@@ -45,6 +51,8 @@ SYNC_EMPTY_POLLS: Final = 2  # polls in a row that find the journal empty, with 
 
 
 async def cmd_status(args: argparse.Namespace, ctx: Context) -> ExitCode:
+    if args.path is not None:
+        return await _path_status(parse_remote_path(args.path), ctx)
     local = await trio.to_thread.run_sync(read_local_state, ctx.home)
     mount = running_mount(ctx.home)
     session, server_url = state_of(ctx.home)
@@ -84,6 +92,39 @@ async def cmd_status(args: argparse.Namespace, ctx: Context) -> ExitCode:
         ctx.result(
             f"  {record.status}: /{show_bytes(record.path)}{copy}: "
             f"{' '.join(record.message.split())}{kept}"
+        )
+    return ExitCode.OK
+
+
+async def _path_status(target: RemoteTarget, ctx: Context) -> ExitCode:
+    """Where a drive path is (the home, or a shared folder and one's role there) and who
+    else has it, or a file below it, open for writing now (as the server's heartbeats
+    say: gone within seconds of a close or a crash)."""
+    session = ctx.home.load_session()
+    async with session_remote(session) as remote:
+        async with opened_drives(ctx.home, remote, ctx.limiter) as drives:
+            location = await drives.locate(target.path)
+        editors = (await remote.editors(location.namespace_id)).editors
+    shown = show_path(target.path)
+    if location.mount_path is None:
+        ctx.result(f"{shown}: in your home drive")
+    else:
+        ctx.result(
+            f"{shown}: in the shared folder at {show_path(location.mount_path)}, as {location.role}"
+        )
+    below = location.path
+    editing = [
+        editor
+        for editor in editors
+        if below is None or editor.path == below or editor.path.is_within(below)
+    ]
+    if not editing:
+        ctx.result("editing: nobody else")
+    for editor in editing:
+        since = editor.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        ctx.result(
+            f"editing: {editor.username} ({editor.device_name}) since {since}: "
+            f"{show_path(editor.path)}"
         )
     return ExitCode.OK
 

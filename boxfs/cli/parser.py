@@ -132,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not wait for pending uploads: they stay journaled for the next mount",
     )
 
-    add("status", cmd_status, "pending uploads, the mount, the last sync and conflicts")
+    sub = add(
+        "status", cmd_status,
+        "pending uploads, the mount, the last sync and conflicts; with PATH, who is editing it",
+    )  # fmt: skip
+    sub.add_argument("path", nargs="?", default=None, metavar="PATH")
     sub = add("sync", cmd_sync, "wait until every local change is on the server")
     sub.add_argument(
         "--timeout",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -20,7 +21,13 @@ from boxfs.home import Home
 from boxfs.remote import Remote
 from store import protocol
 from tests.integration.server_process import ServerProcess
-from tests.integration.test_cli_live import Device, UploadRecorder, one_error_line, sign_up
+from tests.integration.test_cli_live import (
+    PASSWORD,
+    Device,
+    UploadRecorder,
+    one_error_line,
+    sign_up,
+)
 
 INVITATION_ID = re.compile(r"^([0-9a-f]{32})\s", re.MULTILINE)
 
@@ -273,3 +280,44 @@ def test_bad_sharing_inputs_are_one_line_with_their_exit_code(
     trio.run(remove_bob)
     one_error_line(bob.run("ls", "Team"), ExitCode.NOT_FOUND)
     one_error_line(bob.run("leave", "Team"), ExitCode.NOT_FOUND)
+
+
+def test_a_link_to_a_path_in_a_shared_folder_serves_the_folders_file(
+    people: dict[str, Device], tmp_path: Path
+) -> None:
+    team_shared(people, tmp_path)
+    bob, carol = people["bob"], people["carol"]
+    url = bob.ok("link", "Work/x.txt").splitlines()[0]
+    reply = httpx.get(url, timeout=30)
+    assert reply.status_code == 200
+    assert reply.content == b"from alice\n"
+    # A viewer may not publish the folder's content (the server answers 403).
+    line = one_error_line(carol.run("link", "Team/x.txt"), ExitCode.AUTH)
+    assert "viewer" in line or "forbidden" in line or "needs editor" in line, line
+
+
+def test_status_of_a_path_says_where_it_is_and_who_else_is_editing_it(
+    people: dict[str, Device], tmp_path: Path, server_process: ServerProcess
+) -> None:
+    team_shared(people, tmp_path)
+    alice, bob = people["alice"], people["bob"]
+    assert alice.ok("status", "Team/x.txt").splitlines() == [
+        "Team/x.txt: in the shared folder at Team, as owner",
+        "editing: nobody else",
+    ]
+
+    async def bob_edits() -> None:
+        # What bob's mount would report while x.txt is open for writing there.
+        async with Remote(server_process.url) as remote:
+            await remote.login("bob", PASSWORD, "bob-tablet")
+            team = next(n for n in await remote.namespaces() if not n.home).namespace_id
+            await remote.report_editing(team, [protocol.DrivePath([b"x.txt"])])
+
+    trio.run(bob_edits)
+    lines = alice.ok("status", "Team").splitlines()
+    assert lines[0] == "Team: in the shared folder at Team, as owner"
+    assert re.fullmatch(r"editing: bob \(bob-tablet\) since \S+ \S+ UTC: x\.txt", lines[1]), lines
+    assert bob.ok("status", "Work/x.txt").splitlines()[0] == (
+        "Work/x.txt: in the shared folder at Work, as editor"
+    )
+    assert alice.ok("status", "x.txt").splitlines()[0] == "x.txt: in your home drive"

@@ -460,26 +460,11 @@ def test_changes_to_a_shared_folder_one_was_removed_from_leave_with_their_conten
                     ops=(protocol.op_to_wire(Mkdir(path("Team"), DIR_ATTRS)),),
                 ),
             )
-            shared = await owner._json(
-                protocol.SHARE, protocol.ShareInfo, path_params={"namespace_id": home},
-                body=protocol.ShareRequest(path=path("Team")),
-            )  # fmt: skip
-            team = shared.namespace_id
-            await owner._send(
-                protocol.SET_MEMBER, path_params={"namespace_id": team},
-                body=protocol.MemberRequest(username="milo", role="editor"),
-            )  # fmt: skip
-            (invitation,) = (
-                await member._json(protocol.INVITATIONS, protocol.InvitationList)
-            ).invitations
-            await member._send(
-                protocol.ACCEPT_INVITATION,
-                path_params={"invitation_id": invitation.invitation_id},
-                body=protocol.AcceptRequest(),
-            )  # fmt: skip
-            await owner._send(
-                protocol.REMOVE_MEMBER, path_params={"namespace_id": team, "username": "milo"}
-            )
+            team = (await owner.share(home, path("Team"))).namespace_id
+            await owner.set_member(team, "milo", "editor")
+            (invitation,) = await member.invitations()
+            await member.accept_invitation(invitation.invitation_id)
+            await owner.remove_member(team, "milo")
             staging = Staging(tmp_path / "staging")
             journal = Journal(tmp_path / "journal.sqlite3")
             staged = stage(staging, b"written before the removal arrived")
