@@ -490,10 +490,12 @@ async def _store_batch(
     """Verify, seal and write one batch in parallel, then reference what verified; raise
     the first record's ``IntegrityError`` (in stream order) after that, if any."""
     frames = [(record.object_id, record.payload or b"") for record in records]
-    known = await state.run(
-        known_chunks, state.db, state.blobs, [chunk_id for chunk_id, _ in frames]
-    )
-    work = [(chunk_id, frame, chunk_id not in known) for chunk_id, frame in frames]
+    # Every frame is sealed and written, even one whose blob the server holds already for
+    # other namespaces: skipping that work would answer sooner, and the time of an upload
+    # would tell the uploader that someone else holds the content (DESIGN.md §3). A
+    # namespace never sends a chunk it holds itself (``missing_chunks`` says so first), so
+    # only content shared across users is written twice.
+    work = [(chunk_id, frame, True) for chunk_id, frame in frames]
     outcomes: list[StoredChunk | IntegrityError | None] = [None] * len(work)
 
     async def run_share(share: int) -> None:
