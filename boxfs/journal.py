@@ -232,10 +232,11 @@ JournalOp: TypeAlias = StagedPut | Mkdir | Move | Delete | SetAttr
 
 @dataclass(frozen=True, slots=True)
 class BasedOnPut:
-    """``op``, a put or delete of a file whose base is the content of an earlier pending
-    put, ``base_seq``: known once the uploader has cut that put (see "Bases" above)."""
+    """``op``, a put or delete of a file, or a move onto one, whose base (a move's
+    ``replaces``) is the content of an earlier pending put, ``base_seq``: known once the
+    uploader has cut that put (see "Bases" above)."""
 
-    op: StagedPut | Delete
+    op: StagedPut | Delete | Move
     base_seq: int
 
 
@@ -354,7 +355,8 @@ def _row_of(pending: JournalOp | BasedOnPut) -> _Row:
         case Mkdir():
             return _Row("mkdir", bytes(op.path), attrs=_pack(_attrs_to_map(op.attrs)))
         case Move():
-            return _Row("move", bytes(op.src), dst=bytes(op.dst))
+            base = None if op.replaces is None else bytes(op.replaces)
+            return _Row("move", bytes(op.src), dst=bytes(op.dst), base=base, base_seq=base_seq)
         case Delete():
             base = None if op.base is None else bytes(op.base)
             return _Row("delete", bytes(op.path), base=base, base_seq=base_seq)
@@ -407,7 +409,7 @@ def _op_from(row: sqlite3.Row) -> JournalOp:
     if kind == "mkdir":
         return Mkdir(path, _attrs_from_map(attrs))
     if kind == "move":
-        return Move(path, DrivePath.from_bytes(row["dst"]))
+        return Move(path, DrivePath.from_bytes(row["dst"]), base)
     if kind == "delete":
         return Delete(path, base)
     if kind == "setattr":

@@ -67,7 +67,7 @@ from store.errors import FormatError, NotFoundError, StoreError
 from store.frames import encode_frame
 from store.ids import ChunkId, ContentHash, NamespaceId
 from store.objects import MAX_FILE_BYTES, ChunkRef, EntryKind
-from store.ops import Delete, path_of
+from store.ops import Delete, Move, path_of
 
 _log = logging.getLogger(__name__)
 
@@ -234,8 +234,8 @@ def build_op(
     op: JournalOp, scanned: _ScannedFile | None, base: ContentHash | None
 ) -> protocol.WireOp:
     """The wire op for a journal op (``scanned``: the cut staged file of a file put;
-    ``base``: the resolved base of a put or delete). Raises ``FormatError`` or pydantic's
-    ``ValidationError`` for an op the protocol refuses."""
+    ``base``: the resolved base of a put or delete, or what a move replaces). Raises
+    ``FormatError`` or pydantic's ``ValidationError`` for an op the protocol refuses."""
     match op:
         case StagedPut():
             if op.kind is EntryKind.FILE:
@@ -246,6 +246,8 @@ def build_op(
             return protocol.op_to_wire(put)
         case Delete():
             return protocol.op_to_wire(Delete(op.path, base))
+        case Move():
+            return protocol.op_to_wire(Move(op.src, op.dst, base))
         case _:
             return protocol.op_to_wire(op)
 
@@ -608,8 +610,8 @@ class Uploader:
                     continue
                 scanned = outcome
             base: ContentHash | None = None
-            if isinstance(entry.op, StagedPut | Delete):
-                base = entry.op.base
+            if isinstance(entry.op, StagedPut | Delete | Move):
+                base = entry.op.replaces if isinstance(entry.op, Move) else entry.op.base
                 if entry.base_seq is not None:
                     base = built.content_hashes.get(entry.base_seq, known.get(entry.base_seq, base))
             try:

@@ -32,7 +32,11 @@ Semantics a client relies on (also in ``docs/protocol.md``):
   same folder); onto anything else it is a ``conflict``. A delete removes a non-directory
   or an empty directory; with a ``base`` the file no longer has, it is ``stale_base``.
   A move follows rename(2): it replaces a file at its destination (that version stays
-  in history).
+  in history), but only the version the mover saw there (``replaces``): onto another
+  (one that landed since, or one the mover never saw) the moved file is handled as a put
+  based on ``replaces`` (merged, or a conflicted copy) and its old name removed, so an
+  editor's save by rename (write a temporary file, rename it over) conflicts as a save in
+  place does.
 - A batch that changes nothing makes no commit (``commit_id`` is ``None``).
 
 It must not: publish events (the async caller does, after the transaction), read chunk
@@ -548,8 +552,7 @@ class _OpsPlanner:
                 case Delete():
                     return self._delete(index, op)
                 case Move():
-                    self.draft.add(index, [op])
-                    return _applied(op.src, f"move {_show(op.src)} → {_show(op.dst)}")
+                    return self._move(index, op)
                 case SetAttr():
                     self.draft.add(index, [op])
                     return _applied(op.path, f"setattr {_show(op.path)}")
@@ -584,7 +587,32 @@ class _OpsPlanner:
         outcome.deleted = bytes(op.path)
         return outcome
 
-    def _put(self, index: int, op: Put) -> _Outcome:
+    def _move(self, index: int, op: Move) -> _Outcome:
+        """rename(2), unless it would replace a file the mover did not see there (another
+        version landed since, or one it never knew of): then the moved file is put there,
+        based on what the mover saw (``_put``: merged, or kept beside as a conflicted
+        copy), and its old name goes, in the same step."""
+        current = self.draft.lookup(op.dst.components)
+        moved = self.draft.lookup(op.src.components) if current is not None else None
+        if (
+            current is not None
+            and moved is not None
+            and current.kind is EntryKind.FILE
+            and moved.kind is EntryKind.FILE
+            and current.content_hash != op.replaces
+        ):
+            chunk_ids = [ref.chunk_id for ref in moved.chunks]
+            self.authorized |= authorized_chunks(
+                self.context.connection, self.context.namespace_id, chunk_ids
+            )
+            entry = dataclasses.replace(moved, name=op.dst.name)
+            return self._put(index, Put(op.dst, entry, op.replaces), also=[Delete(op.src)])
+        self.draft.add(index, [op])
+        return _applied(op.src, f"move {_show(op.src)} → {_show(op.dst)}")
+
+    def _put(self, index: int, op: Put, *, also: Sequence[Op] = ()) -> _Outcome:
+        """A put (see the module docstring); ``also``: edits that land with it, whatever
+        becomes of it (a move's removal of its old name)."""
         path, incoming = op.path, op.entry
         if incoming.kind is EntryKind.MOUNT:
             raise protocol.ForbiddenError(
@@ -609,19 +637,20 @@ class _OpsPlanner:
         ):
             # New, unchanged since the client's base, or the same content anyway. A file
             # deleted on the server since ``base`` comes back: the edit is not lost.
-            self.draft.add(index, [op])
+            self.draft.add(index, [op, *also])
             return _applied(path, f"put {_show(path)}", chunks=chunk_ids)
         merged = self._merge(current, incoming, op.base, path)
         if merged is not None:
             entry, new_chunks = merged
-            self.draft.add(index, [Put(path, entry)])
+            self.draft.add(index, [Put(path, entry), *also])
             return _Outcome(
                 protocol.OpResult(status="merged", path=path),
                 f"merge {_show(path)}",
                 new_chunks=new_chunks,
             )
         copy_path = self._free_copy_path(path)
-        self.draft.add(index, [Put(copy_path, dataclasses.replace(incoming, name=copy_path.name))])
+        copy = Put(copy_path, dataclasses.replace(incoming, name=copy_path.name))
+        self.draft.add(index, [copy, *also])
         return _Outcome(
             protocol.OpResult(status="conflicted_copy", path=path, conflict_path=copy_path),
             f"put {_show(copy_path)}",

@@ -143,8 +143,14 @@ class Mkdir:
 
 @dataclass(frozen=True, slots=True)
 class Move:
+    """rename(2) of ``src`` to ``dst``. ``replaces``: the content of the file at ``dst``
+    the mover last saw (``None``: it saw no file there). A file at ``dst`` whose content is
+    not that is never replaced silently: the server treats the move as a put of the moved
+    file there, based on ``replaces`` (merged, or kept as a conflicted copy)."""
+
     src: DrivePath
     dst: DrivePath
+    replaces: ContentHash | None = None
 
     def __post_init__(self) -> None:
         if self.dst.is_within(self.src):

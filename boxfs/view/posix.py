@@ -46,6 +46,7 @@ from store.objects import (
     EntryKind,
 )
 from store.ops import AttrChanges, Delete, Mkdir, Move, SetAttr
+from store.protocol import DrivePath
 
 
 def check_xattr_namespace(name: bytes) -> None:
@@ -213,6 +214,18 @@ class NamespaceRules(JournalReplay):
             raise FsError(errno.EROFS)
         await self._change(lambda: self._rename(source_dir, old, target_dir, new, flags))
 
+    @staticmethod
+    def _move_op(
+        source: DrivePath, destination: DrivePath, replaced: Node | None
+    ) -> Move | BasedOnPut:
+        """The move, naming the content of the file it replaces as the mount saw it (the
+        server's, or that of a put still pending): another version there is not silently
+        replaced (``store.ops.Move``)."""
+        if replaced is None or replaced.kind is EntryKind.DIR:
+            return Move(source, destination)
+        move = Move(source, destination, replaced.base)
+        return move if replaced.base_seq is None else BasedOnPut(move, replaced.base_seq)
+
     async def _rename(
         self, source_dir: Node, old: bytes, target_dir: Node, new: bytes, flags: int
     ) -> None:
@@ -241,7 +254,7 @@ class NamespaceRules(JournalReplay):
         destination = self._child_path(target_dir, new)
         ops: list[JournalOp | BasedOnPut] = []
         if node.remote:
-            ops.append(Move(source_path, destination))
+            ops.append(self._move_op(source_path, destination, replaced))
         elif replaced is not None and replaced.remote:
             ops.append(self._delete_op(replaced))  # the new file's put comes at release
         if ops:

@@ -239,6 +239,7 @@ class MoveOp(WireModel):
     op: Literal["move"] = "move"
     src: WirePath
     dst: WirePath
+    replaces: HexContentHash | None = None  # the file at dst the mover last saw
 
     @model_validator(mode="after")
     def _not_into_itself(self) -> MoveOp:
@@ -339,7 +340,7 @@ def op_to_wire(op: ops.Op) -> WireOp:
             )  # fmt: skip
             return MkdirOp(path=op.path, attrs=model)
         case ops.Move():
-            return MoveOp(src=op.src, dst=op.dst)
+            return MoveOp(src=op.src, dst=op.dst, replaces=op.replaces)
         case ops.Delete():
             return DeleteOp(path=op.path, base=op.base)
         case ops.SetAttr():
@@ -368,7 +369,7 @@ def op_from_wire(op: WireOp) -> ops.Op:
                 ),
             )
         case MoveOp():
-            return ops.Move(op.src, op.dst)
+            return ops.Move(op.src, op.dst, op.replaces)
         case DeleteOp():
             return ops.Delete(op.path, op.base)
         case SetattrOp():

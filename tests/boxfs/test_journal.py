@@ -47,6 +47,7 @@ def every_kind() -> list[JournalOp]:
         StagedPut(path("docs/link"), ATTRS, kind=EntryKind.SYMLINK, target=b"../elsewhere"),
         StagedPut(path("docs/pipe"), ATTRS, kind=EntryKind.FIFO),
         Move(path("docs"), path("papers")),
+        Move(path("papers/pipe"), path("papers/link"), content_hash_of(b"what was seen")),
         SetAttr(path("papers"), AttrChanges(mode=0o700, xattrs=())),
         Delete(path("papers/pipe"), base=None),
     ]

@@ -228,14 +228,27 @@ def test_a_viewer_can_read_but_every_write_fails_and_nothing_is_sent(people: Peo
 
 
 def offline_edits(
-    people: People, alice: Path, bob: Path, alices: tuple[str, str], bobs: tuple[str, str]
+    people: People,
+    alice: Path,
+    bob: Path,
+    alices: tuple[str, str],
+    bobs: tuple[str, str],
+    *,
+    by_rename: bool = False,
 ) -> None:
     """alice and bob each replace a line of their copy of one file while the server is
-    down (so neither edit is based on the other), then the server comes back."""
+    down (so neither edit is based on the other), then the server comes back. With
+    ``by_rename``, each saves as many editors do: a temporary file renamed over it."""
     people.server.stop()
     try:
-        alice.write_text(alice.read_text().replace(*alices))
-        bob.write_text(bob.read_text().replace(*bobs))
+        for path, (old, new) in ((alice, alices), (bob, bobs)):
+            text = path.read_text().replace(old, new)
+            if by_rename:
+                temporary = path.with_name(f".{path.name}.swp")
+                temporary.write_text(text)
+                os.replace(temporary, path)
+            else:
+                path.write_text(text)
     finally:
         people.server.start()
 
@@ -258,6 +271,16 @@ def test_edits_by_two_people_merge_or_leave_a_conflicted_copy_on_every_mount(
     for mount in people.mounts:
         notes = team_of(mount) / "notes.txt"
         eventually(reads(notes, merged), f"the merged notes on {mount.mountpoint.name}", 60)
+    # Saved by rename (a temporary file moved over the old one), in different places too.
+    offline_edits(
+        people, alice_notes, bob_notes, ("line 4\n", "line 4 renamed in by alice\n"),
+        ("line 16\n", "line 16 renamed in by bob\n"), by_rename=True,
+    )  # fmt: skip
+    merged = merged.replace("line 4\n", "line 4 renamed in by alice\n")
+    merged = merged.replace("line 16\n", "line 16 renamed in by bob\n")
+    for mount in people.mounts:
+        notes = team_of(mount) / "notes.txt"
+        eventually(reads(notes, merged), f"the renamed-in edits on {mount.mountpoint.name}", 60)
     offline_edits(
         people,
         alice_notes,

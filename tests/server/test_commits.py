@@ -313,6 +313,62 @@ def test_edits_of_the_same_lines_keep_both_versions_as_a_conflicted_copy(
     assert drive.read(ns, bytes(copy).decode()) == theirs
 
 
+def _saved_by_rename(
+    drive: Drive, user: User, text: bytes, replaces: ContentHash | None, temporary: str
+) -> protocol.OpsBatchResponse:
+    """An editor's save: the new text put under a temporary name, renamed over notes.txt."""
+    move = protocol.MoveOp(
+        src=drive_path(temporary), dst=drive_path("notes.txt"), replaces=replaces
+    )
+    ns = user.home
+    return drive.apply(user, ns, [drive.put(user, ns, temporary, text), move])
+
+
+def test_saves_by_rename_over_a_file_merge_or_conflict_as_saves_in_place_do(
+    drive: Drive, alice: User, desktop: User
+) -> None:
+    ns = alice.home
+    text, base = _shared_text(drive, alice)
+    mine = b"".join([*text[:1], b"line 2 saved by rename on the laptop\n", *text[2:]])
+    theirs = b"".join([*text[:8], b"line 9 saved by rename on the desktop\n", *text[9:]])
+    assert statuses(_saved_by_rename(drive, alice, mine, base, ".notes.swp")) == [
+        "applied", "applied",
+    ]  # fmt: skip
+    response = _saved_by_rename(drive, desktop, theirs, base, ".notes.swx")
+    assert statuses(response) == ["applied", "merged"]
+    merged = b"".join([*text[:1], b"line 2 saved by rename on the laptop\n", *text[2:8]])
+    merged += b"".join([b"line 9 saved by rename on the desktop\n", *text[9:]])
+    assert drive.read(ns, "notes.txt") == merged
+    assert sorted(drive.listing(ns)) == ["notes.txt"]  # the temporary names are gone
+    # The same line, both saved by rename from the merged version: a conflicted copy.
+    now = drive.entry(ns, "notes.txt")
+    assert now is not None and now.content_hash is not None
+    laptop = merged.replace(b"line 5\n", b"line 5, the laptop's way\n")
+    desktop_text = merged.replace(b"line 5\n", b"line 5, the desktop's way\n")
+    _saved_by_rename(drive, alice, laptop, now.content_hash, ".a.tmp")
+    response = _saved_by_rename(drive, desktop, desktop_text, now.content_hash, ".b.tmp")
+    assert statuses(response) == ["applied", "conflicted_copy"]
+    copy = response.results[1].conflict_path
+    assert copy is not None
+    assert drive.read(ns, "notes.txt") == laptop
+    assert drive.read(ns, bytes(copy).decode()) == desktop_text
+    assert sorted(drive.listing(ns)) == sorted(["notes.txt", bytes(copy).decode()])
+
+
+def test_a_rename_over_the_version_the_mover_saw_replaces_it_and_over_an_unseen_one_keeps_both(
+    drive: Drive, alice: User
+) -> None:
+    ns = alice.home
+    _text, base = _shared_text(drive, alice)
+    response = _saved_by_rename(drive, alice, b"replaced\n", base, "new.txt")
+    assert statuses(response) == ["applied", "applied"]
+    assert drive.read(ns, "notes.txt") == b"replaced\n"
+    # A rename over a file the mover never saw there (``replaces`` none) keeps both.
+    response = _saved_by_rename(drive, alice, b"blind\n", None, "other.txt")
+    assert statuses(response) == ["applied", "conflicted_copy"]
+    assert drive.read(ns, "notes.txt") == b"replaced\n"
+
+
 def test_a_binary_file_changed_on_both_sides_gets_a_conflicted_copy(
     drive: Drive, alice: User, desktop: User
 ) -> None:
