@@ -103,18 +103,22 @@ def lock_delay_ns(failures: int) -> int:
     return min(FIRST_DELAY_NS << min(beyond - 1, 32), MAX_DELAY_NS)
 
 
-def count_attempt(connection: sa.Connection, username: str, now: int) -> int:
+def count_attempt(
+    connection: sa.Connection, username: str, now: int, *, table: sa.Table = tables.login_throttle
+) -> int:
     """Count one login attempt for ``username`` as a failure (a success clears it later).
 
     Returns 0, or, if the username is locked, the nanoseconds until the lock ends (the
     attempt is then not counted). The row is created if absent and locked for update, so
     concurrent attempts are counted one after the other on PostgreSQL as on SQLite.
+    ``table``: another throttle of the same shape (its key first, then ``failures`` and
+    ``locked_until_ns``), such as a share link's password page.
     """
-    table = tables.login_throttle
-    tables.upsert(connection, table, [{"username": username, "failures": 0, "locked_until_ns": 0}])
+    key = next(iter(table.primary_key.columns))
+    tables.upsert(connection, table, [{key.name: username, "failures": 0, "locked_until_ns": 0}])
     row = connection.execute(
         sa.select(table.c.failures, table.c.locked_until_ns)
-        .where(table.c.username == username)
+        .where(key == username)
         .with_for_update()
     ).one()
     if row.locked_until_ns > now:
@@ -124,7 +128,7 @@ def count_attempt(connection: sa.Connection, username: str, now: int) -> int:
     failures += 1
     connection.execute(
         table.update()
-        .where(table.c.username == username)
+        .where(key == username)
         .values(failures=failures, locked_until_ns=now + lock_delay_ns(failures))
     )
     return 0

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from server import audit
 from server import db as tables
-from server.accounts import FORGET_AFTER_NS, PasswordCheck, lock_delay_ns
+from server.accounts import PasswordCheck, count_attempt
 from server.commits import DbTrees, read_head
 from server.db import Database
 from server.namespaces import require_role
@@ -327,25 +327,8 @@ def _throttle_keys(link: Link, address: str | None) -> tuple[str, str]:
 
 
 def _count_attempt(connection: sa.Connection, key: str, now: int) -> int:
-    """Count one attempt under ``key`` as a failure; 0, or the nanoseconds the key stays
-    locked (the attempt is then not counted). The row is locked for update."""
-    table = tables.link_throttle
-    tables.upsert(connection, table, [{"key": key, "failures": 0, "locked_until_ns": 0}])
-    row = connection.execute(
-        sa.select(table.c.failures, table.c.locked_until_ns)
-        .where(table.c.key == key)
-        .with_for_update()
-    ).one()
-    if row.locked_until_ns > now:
-        return int(row.locked_until_ns - now)
-    failures = 0 if now - row.locked_until_ns > FORGET_AFTER_NS else row.failures
-    failures += 1
-    connection.execute(
-        table.update()
-        .where(table.c.key == key)
-        .values(failures=failures, locked_until_ns=now + lock_delay_ns(failures))
-    )
-    return 0
+    """One wrong password under ``key``, counted as a failed login is (``accounts``)."""
+    return count_attempt(connection, key, now, table=tables.link_throttle)
 
 
 def begin_password_attempt(database: Database, link: Link, address: str | None, now: int) -> None:

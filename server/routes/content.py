@@ -36,7 +36,7 @@ from server.content import (
     receive_chunks,
 )
 from server.routes.auth import CallerDep, server_state
-from server.routes.endpoint import chunk_id_param, endpoint, namespace_id_param
+from server.routes.endpoint import chunk_id_param, endpoint, namespace_id_param, pump
 from server.state import ServerState
 from store import protocol
 from store.errors import IntegrityError, StoreError
@@ -66,33 +66,13 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 # --- streamed replies ------------------------------------------------------------------------
 
 
-def _take(pieces: Iterator[bytes], min_bytes: int) -> list[bytes]:
-    """Pull pieces until they add up to ``min_bytes`` or the stream ends ([] at its end)."""
-    taken: list[bytes] = []
-    total = 0
-    for piece in pieces:
-        taken.append(piece)
-        total += len(piece)
-        if total >= min_bytes:
-            break
-    return taken
-
-
-async def _pump(state: ServerState, pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
-    # The record generator reads blobs and rows: each step of it runs in a worker thread.
-    while True:
-        taken = await state.run(_take, pieces, PUMP_BYTES)
-        if not taken:
-            return
-        for piece in taken:
-            yield piece
-
-
 def _record_stream(
     state: ServerState, id_type: type[IdT], records: Iterator[protocol.Record[IdT]]
 ) -> StreamingResponse:
     pieces = protocol.encode_record_stream(id_type, records)
-    return StreamingResponse(_pump(state, pieces), media_type=protocol.RECORD_STREAM_MEDIA_TYPE)
+    return StreamingResponse(
+        pump(state, pieces, PUMP_BYTES), media_type=protocol.RECORD_STREAM_MEDIA_TYPE
+    )
 
 
 # --- routes ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import mimetypes
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Final
 
 import pydantic
@@ -53,7 +53,7 @@ from server.links import (
     revoke_link,
 )
 from server.routes.auth import CallerDep, client_address, server_state
-from server.routes.endpoint import endpoint, namespace_id_param
+from server.routes.endpoint import endpoint, namespace_id_param, pump
 from server.routes.link_pages import error_page, listing_page, password_page, upload_page
 from server.state import ServerState, now_ns
 from store import protocol
@@ -104,25 +104,6 @@ async def _guarded(token: str, work: Callable[[], Awaitable[Response]]) -> Respo
         return await work()
     except StoreError as exc:
         return _page_for_error(token, exc)
-
-
-def _take(pieces: Iterator[bytes], min_bytes: int) -> list[bytes]:
-    taken: list[bytes] = []
-    total = 0
-    for piece in pieces:
-        if piece:
-            taken.append(piece)
-            total += len(piece)
-        if total >= min_bytes:
-            break
-    return taken
-
-
-async def _pump(state: ServerState, pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
-    # The pieces read blobs and rows: each step of the iterator runs in a worker thread.
-    while taken := await state.run(_take, pieces, PUMP_BYTES):
-        for piece in taken:
-            yield piece
 
 
 # --- who gets in -------------------------------------------------------------------------------
@@ -194,7 +175,7 @@ async def _serve(request: Request, token: str, below: DrivePath | None, *, sub: 
         await state.run(record_use, state.db, link, "zip", address)
         name = (target.name or b"shared") + b".zip"
         return StreamingResponse(
-            _pump(state, zip_pieces(state, target.tree_id)),
+            pump(state, zip_pieces(state, target.tree_id), PUMP_BYTES),
             media_type=protocol.ZIP_MEDIA_TYPE,
             headers={
                 **protocol.PAGE_HEADERS,
@@ -231,7 +212,7 @@ async def _download(request: Request, state: ServerState, link: Link, entry: Fil
         detail = {"bytes": str(entry.size)}
     await state.run(record_use, state.db, link, "download", client_address(request), detail)
     return StreamingResponse(
-        _pump(state, file_pieces(state, entry, byte_range)),
+        pump(state, file_pieces(state, entry, byte_range), PUMP_BYTES),
         status_code=status,
         media_type=media_type,
         headers=headers,
