@@ -6,8 +6,10 @@ mount entry. ``SharedFolders.open`` is the view's ``OpenNamespace``: the first t
 listing meets a mount entry (or the mount starts with journal entries of that namespace
 still to send), it builds that namespace's ``Fetcher``, ``Uploader``, ``Syncer`` and
 ``Presence`` on the mount's one ``Remote``, object cache, journal and staging directory,
-starts them, and asks the server for the caller's role in it (a viewer's writes then fail
-at once; later role changes arrive on the event stream). Folders stay open until the
+starts them, and asks the server, in the background, for the caller's role in it (a
+viewer's writes then fail at once; the role also comes with every event of the folder, and
+the server refuses a viewer's writes whatever the mount knows). ``open`` itself never waits
+for the network: the view may call it under its lock. Folders stay open until the
 mount ends: one the user lost is refused by the server and simply shows nothing.
 
 Two nurseries host the jobs, as the home's are hosted: ``run`` the fetchers and uploaders
@@ -132,7 +134,9 @@ class SharedFolders:
             if self._following is not None:
                 self._following.start_soon(syncer.run)
                 self._following.start_soon(presence.run)
-        await self._learn_role(model, namespace_id)
+            # In the background: the view may open a folder under its lock, which never
+            # waits for the network (the role also comes with the folder's first event).
+            jobs.start_soon(self._learn_role, model, namespace_id)
         _log.info("opened shared folder %s", namespace_id)
         return ports
 

@@ -19,8 +19,9 @@ Rules, next to what they govern:
 - Unsharing puts the shared folder's current tree back in the owner's home where its
   mount entry was (as a folder again, no chunk sent), removes everyone else as above, and
   drops the owner's membership too: the namespace then has no member, and nobody reads it.
-- A home namespace is never shared whole, and a shared folder holds no mount entry (mount
-  entries live in homes only), so shared folders never nest.
+- A home namespace is never shared whole, a shared folder holds no mount entry (mount
+  entries live in homes only), and a folder holding one is not shared (``conflict``), so
+  shared folders never nest.
 - An invitation gives no access. Naming an unknown username is ``not_found``: usernames
   are public already (registration says which are taken).
 
@@ -31,7 +32,6 @@ transaction (``commits.retrying_write``); the route publishes the event afterwar
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -101,15 +101,23 @@ def _require_shared_folder(
     return role
 
 
-def _reachable_objects(trees: DbTrees, root: TreeId) -> Iterator[tuple[bytes, str]]:
-    """Every tree and chunk below ``root``, as ``namespace_objects`` rows (id, kind)."""
-    yield bytes(root), "t"
-    for _path, entry in walk(trees, root):
+def _reachable_objects(
+    trees: DbTrees, root: TreeId, *, folder: DrivePath | None = None
+) -> list[tuple[bytes, str]]:
+    """Every tree and chunk below ``root``, as ``namespace_objects`` rows (id, kind). With
+    ``folder`` (a folder about to be shared), a shared folder inside it is a conflict:
+    shared folders do not nest."""
+    rows: list[tuple[bytes, str]] = [(bytes(root), "t")]
+    for path, entry in walk(trees, root):
+        if entry.kind is EntryKind.MOUNT and folder is not None:
+            inner = _show(folder) + "/" + path.decode("utf-8", "backslashreplace")
+            raise ConflictError(_show(folder), f"holds a shared folder ({inner}): they do not nest")
         if entry.kind is EntryKind.DIR:
             assert entry.tree_id is not None
-            yield bytes(entry.tree_id), "t"
+            rows.append((bytes(entry.tree_id), "t"))
         elif entry.kind is EntryKind.FILE:
-            yield from ((bytes(ref.chunk_id), "c") for ref in entry.chunks)
+            rows.extend((bytes(ref.chunk_id), "c") for ref in entry.chunks)
+    return rows
 
 
 def _mount_paths(
@@ -187,8 +195,9 @@ def share_folder(
         assert entry.tree_id is not None
         now = now_ns()
         name = path.name.decode("utf-8", "replace")
+        held = _reachable_objects(trees, entry.tree_id, folder=path)
         shared = create_namespace(connection, name, caller.user_id, now)
-        touch_objects(connection, shared, _reachable_objects(trees, entry.tree_id), now)
+        touch_objects(connection, shared, held, now)
         summary = f"shared from {_show(path)}"
         commit_root(
             state, connection, caller, shared, change=entry.tree_id, summary=summary, time_ns=now

@@ -379,3 +379,16 @@ def test_who_is_editing_follows_each_devices_reports_and_expires(
     # Nobody outside the folder learns anything.
     dave = drive.register("dave")
     assert _post(drive, dave, protocol.EDITORS, namespace_id=team).status_code == 404
+
+
+def test_a_folder_holding_a_shared_folder_is_not_shared(drive: Drive, alice: User) -> None:
+    team = team_of(drive, alice)
+    bob = member(drive, alice, team, "bob", "editor")
+    attrs = protocol.AttrsModel(mode=0o755, uid=0, gid=0, mtime_ns=0)
+    drive.apply(bob, bob.home, [protocol.MkdirOp(path=_path("Projects"), attrs=attrs)])
+    drive.apply(bob, bob.home, [protocol.MoveOp(src=_path("Team"), dst=_path("Projects/Team"))])
+    reply = _post(drive, bob, protocol.SHARE, {"path": "Projects"}, namespace_id=bob.home)
+    assert reply.status_code == 409
+    assert "do not nest" in reply.json()["message"]
+    moved = drive.entry(bob.home, "Projects/Team")
+    assert moved is not None and moved.kind is EntryKind.MOUNT
