@@ -153,9 +153,7 @@ class ViewBase:
                 mode=0o555, uid=self._uid, gid=self._gid, size=0, mtime_ns=entry.mtime_ns,
                 ctime_ns=entry.mtime_ns, readonly=True, versions_root=True,
             )  # fmt: skip
-            namespace = Namespace(
-                ports, root, role=self._roles.get(namespace_id), versions=versions
-            )
+            namespace = Namespace(ports, root, versions=versions)
             self._namespaces[namespace_id] = namespace
             return root
         root = namespace.root
@@ -175,14 +173,17 @@ class ViewBase:
     def set_role(self, namespace_id: NamespaceId, role: str | None) -> None:
         """The caller's role in ``namespace_id`` (from the server's namespace list or an
         event): a viewer's writes fail with EACCES from now on."""
-        if role is None:
+        if role is None or self._roles.get(namespace_id) == role:
             return
         self._roles[namespace_id] = role
         namespace = self._namespaces.get(namespace_id)
-        if namespace is not None and namespace.role != role:
-            namespace.role = role
+        if namespace is not None:
             self._queue_invalidation(namespace.root)  # its mode bits change
             self._flush_invalidations()
+
+    def _writable_namespace(self, node: Node) -> bool:
+        """Whether the caller may write in ``node``'s namespace (not as a viewer)."""
+        return self._roles.get(node.namespace_id) != "viewer"
 
     def _namespace(self, namespace_id: NamespaceId | None) -> Namespace:
         """The namespace ``namespace_id`` names (``None``: the home namespace)."""
@@ -240,7 +241,7 @@ class ViewBase:
 
     def _attr(self, node: Node) -> Attr:
         inode = self._ino(node)
-        read_only = node.readonly or not self._namespace_of(node).writable
+        read_only = node.readonly or not self._writable_namespace(node)
         mode = node.mode & ~0o222 if read_only else node.mode
         if node.kind is EntryKind.DIR:
             size = DIR_SIZE
@@ -415,10 +416,9 @@ class ViewBase:
     def _check_writable(self, node: Node) -> None:
         if node.readonly or node.versions_root:
             raise FsError(errno.EROFS)
-        namespace = self._namespace_of(node)
-        if not namespace.writable:  # a viewer of a shared folder
+        if not self._writable_namespace(node):  # a viewer of a shared folder
             raise FsError(errno.EACCES)
-        if namespace.root.detached:  # the shared folder left the drive
+        if self._namespace_of(node).root.detached:  # the shared folder left the drive
             raise FsError(errno.ENOENT)
 
     def _writable_dir(self, inode: int) -> Node:

@@ -7,7 +7,7 @@ and content on the server, and the uploader that drains its journal entries;
 its mount entry (the mount starts that namespace's fetcher, uploader and syncer then).
 ``Namespace`` is the view's state of one namespace: its root node, the head it shows and
 that head's sequence, the floor below which no head is shown, the names the last sync
-left to local changes, the caller's role, and whether its head is loaded yet (a shared
+left to local changes, and whether its head is loaded yet (a shared
 folder's is loaded when it is first listed). Every ``Node`` names the namespace it
 belongs to (``Node.namespace_id``); the view keeps one ``Namespace`` per id, and each
 journal append, fetch, path, head and replay goes through the node's own.
@@ -62,15 +62,10 @@ class Namespace:
     floor_sequence: int = -1  # no head older than this is shown (``raise_floor``)
     deferred: set[tuple[bytes, ...]] = field(default_factory=set)  # left to local changes
     started_offline: bool = False  # started from the head the last mount showed
-    role: str | None = None  # the caller's: a viewer's writes fail with EACCES
     loaded: bool = False  # its head is in the view (the home's by ``start``)
     loading: trio.Lock = field(default_factory=trio.Lock)
     versions: Node | None = None  # its ``.versions`` folder, at its root
     versions_stale: bool = False  # a head moved since ``.versions`` was listed
-
-    @property
-    def writable(self) -> bool:
-        return self.role != "viewer"
 
     @property
     def namespace_id(self) -> NamespaceId:
