@@ -44,6 +44,7 @@ from store.chunking import ChunkStream
 from store.errors import ConflictError, FormatError, NotFoundError, TransientError
 from store.ids import ChunkId, ContentHash, TreeId, tree_id_of
 from store.objects import (
+    DEVICE_KINDS,
     EMPTY_TREE,
     MAX_FILE_BYTES,
     ChunkRef,
@@ -572,11 +573,13 @@ def _entry_from_stat(
         stat.S_IFLNK: EntryKind.SYMLINK,
         stat.S_IFIFO: EntryKind.FIFO,
         stat.S_IFSOCK: EntryKind.SOCKET,
+        stat.S_IFBLK: EntryKind.BLOCK_DEVICE,
+        stat.S_IFCHR: EntryKind.CHAR_DEVICE,
     }
     kind = kinds.get(stat.S_IFMT(st.st_mode))
     shown = os.fsdecode(os.path.join(local_path, name))
     if kind is None:
-        raise FormatError(f"{shown!r} is a device node: not part of the model")
+        raise FormatError(f"{shown!r} is of an unknown file type")
     chunks: tuple[ChunkRef, ...] = ()
     size = len(target)
     content_hash: ContentHash | None = None
@@ -596,6 +599,7 @@ def _entry_from_stat(
             content_hash=content_hash,
             tree_id=tree_id,
             target=target,
+            rdev=st.st_rdev if kind in DEVICE_KINDS else 0,
         )
     except FormatError as exc:
         raise FormatError(f"{shown!r} cannot be stored: {exc}") from exc

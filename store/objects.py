@@ -59,6 +59,14 @@ class EntryKind(IntEnum):
     # (``FileEntry.namespace_id``), shown here to whoever may read it. Only the server
     # writes these (sharing, accepting, leaving); a client may move one within its home.
     MOUNT = 6
+    # Device nodes, stored as what they are (``FileEntry.rdev``); a mount is ``nodev``, so
+    # none opens a device.
+    BLOCK_DEVICE = 7
+    CHAR_DEVICE = 8
+
+
+DEVICE_KINDS = frozenset({EntryKind.BLOCK_DEVICE, EntryKind.CHAR_DEVICE})
+MAX_RDEV = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +81,9 @@ class ChunkRef:
 class FileEntry:
     """One name in a directory. Which content fields are set depends on ``kind``:
     a FILE has ``chunks`` and ``content_hash``, a DIR has ``tree_id``, a SYMLINK has
-    ``target``, a MOUNT has ``namespace_id``; the others have none. ``mode`` holds the
-    permission bits only."""
+    ``target``, a MOUNT has ``namespace_id``, a device node its ``rdev``; the others have
+    none. ``mode`` holds the permission bits only. ``atime_ns`` is the access time a
+    utime set, when it is not ``mtime_ns`` (``None``: the same; reads do not move it)."""
 
     name: bytes
     kind: EntryKind
@@ -89,9 +98,18 @@ class FileEntry:
     tree_id: TreeId | None = None
     target: bytes = b""
     namespace_id: NamespaceId | None = None
+    rdev: int = 0
+    atime_ns: int | None = None
 
     def __post_init__(self) -> None:
+        if self.atime_ns == self.mtime_ns:  # one form only: the encoding omits it then
+            object.__setattr__(self, "atime_ns", None)
         validate_entry(self)
+
+    @property
+    def accessed_ns(self) -> int:
+        """The access time: ``atime_ns``, or the mtime when none is set apart."""
+        return self.mtime_ns if self.atime_ns is None else self.atime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +213,9 @@ def validate_entry(entry: FileEntry) -> None:
     _check_uint(entry.uid, "uid", MAX_ID_NUMBER)
     _check_uint(entry.gid, "gid", MAX_ID_NUMBER)
     _check_uint(entry.size, "size", MAX_FILE_BYTES)
-    if type(entry.mtime_ns) is not int or not -(2**63) <= entry.mtime_ns < 2**63:
-        raise FormatError(f"mtime_ns out of range: {entry.mtime_ns!r}")
+    for time_ns in (entry.mtime_ns, entry.accessed_ns):
+        if type(time_ns) is not int or not -(2**63) <= time_ns < 2**63:
+            raise FormatError(f"a time out of range: {time_ns!r}")
     _validate_xattrs(entry.xattrs)
     _validate_content(entry)
 
@@ -225,9 +244,17 @@ def _validate_content(entry: FileEntry) -> None:
         raise FormatError(f"{entry.name!r}: a namespace id belongs to mounts, and they need one")
     if entry.namespace_id is not None and not isinstance(entry.namespace_id, NamespaceId):
         raise FormatError(f"{entry.name!r}: a mount names its namespace by a NamespaceId")
-    sizeless = (EntryKind.DIR, EntryKind.FIFO, EntryKind.SOCKET, EntryKind.MOUNT)
+    _validate_rdev(entry)
+    sizeless = (EntryKind.DIR, EntryKind.FIFO, EntryKind.SOCKET, EntryKind.MOUNT, *DEVICE_KINDS)
     if entry.kind in sizeless and entry.size != 0:
         raise FormatError(f"{entry.name!r}: a {entry.kind.name.lower()} has size 0")
+
+
+def _validate_rdev(entry: FileEntry) -> None:
+    if entry.kind in DEVICE_KINDS:
+        _check_uint(entry.rdev, f"{entry.name!r}: rdev", MAX_RDEV)
+    elif entry.rdev != 0:
+        raise FormatError(f"{entry.name!r}: only device nodes have an rdev")
 
 
 def _validate_xattrs(xattrs: tuple[tuple[bytes, bytes], ...]) -> None:
@@ -255,8 +282,10 @@ def _validate_xattrs(xattrs: tuple[tuple[bytes, bytes], ...]) -> None:
 #
 # A tree:   [TREE_VERSION, [entry, ...]]
 # An entry: [name, kind, mode, uid, gid, size, mtime_ns, [[xname, xvalue], ...], content]
+#   and atime_ns after content, only when it differs from mtime_ns
 #   where content is, by kind: FILE [content_hash, [[chunk_id, length], ...]],
-#   DIR tree_id, SYMLINK target, MOUNT namespace_id, FIFO/SOCKET nil.
+#   DIR tree_id, SYMLINK target, MOUNT namespace_id, BLOCK_DEVICE/CHAR_DEVICE rdev,
+#   FIFO/SOCKET nil.
 # A commit: [COMMIT_VERSION, namespace_id, root, [parent, ...], author, device, time_ns,
 #            summary]
 # Byte strings are msgpack bin, text is msgpack str, integers use the smallest encoding
@@ -276,9 +305,11 @@ def _entry_to_list(entry: FileEntry) -> list[Any]:
     elif entry.kind is EntryKind.MOUNT:
         assert entry.namespace_id is not None
         content = bytes(entry.namespace_id)
+    elif entry.kind in DEVICE_KINDS:
+        content = entry.rdev
     else:
         content = None
-    return [
+    fields = [
         entry.name,
         int(entry.kind),
         entry.mode,
@@ -289,6 +320,9 @@ def _entry_to_list(entry: FileEntry) -> list[Any]:
         [[name, value] for name, value in entry.xattrs],
         content,
     ]
+    if entry.atime_ns is not None:
+        fields.append(entry.atime_ns)
+    return fields
 
 
 def encode_entry(entry: FileEntry) -> bytes:
@@ -356,7 +390,9 @@ def _expect_version(value: Any, version: int, what: str) -> None:
 
 
 def _entry_from_list(raw: Any) -> FileEntry:
-    fields = _expect_list(raw, 9, "an entry")
+    fields = _expect_list(raw, None, "an entry")
+    if len(fields) not in (9, 10):
+        raise FormatError("an entry must be a list of 9, or 10 with its atime")
     name = _expect_bytes(fields[0], "an entry name")
     try:
         kind = EntryKind(fields[1])
@@ -375,6 +411,7 @@ def _entry_from_list(raw: Any) -> FileEntry:
     chunks: tuple[ChunkRef, ...] = ()
     content_hash = tree_id = namespace_id = None
     target = b""
+    rdev = 0
     if kind is EntryKind.FILE:
         pair = _expect_list(content, 2, "file content")
         content_hash = ContentHash(_expect_bytes(pair[0], "a content hash", DIGEST_BYTES))
@@ -392,6 +429,9 @@ def _entry_from_list(raw: Any) -> FileEntry:
         target = _expect_bytes(content, "a symlink target")
     elif kind is EntryKind.MOUNT:
         namespace_id = NamespaceId(_expect_bytes(content, "a namespace id", NAMESPACE_ID_BYTES))
+    elif kind in DEVICE_KINDS:
+        _check_uint(content, f"{name!r}: rdev", MAX_RDEV)
+        rdev = content
     elif content is not None:
         raise FormatError(f"{name!r}: a {kind.name.lower()} has no content")
     return FileEntry(
@@ -408,6 +448,8 @@ def _entry_from_list(raw: Any) -> FileEntry:
         tree_id=tree_id,
         target=target,
         namespace_id=namespace_id,
+        rdev=rdev,
+        atime_ns=fields[9] if len(fields) == 10 else None,
     )
 
 

@@ -46,52 +46,64 @@ Xattrs: TypeAlias = tuple[tuple[bytes, bytes], ...]
 _PROBE_NAME: Final = b"probe"
 
 
-def check_attributes(mode: int, uid: int, gid: int, mtime_ns: int, xattrs: Xattrs) -> None:
+def check_attributes(
+    mode: int, uid: int, gid: int, mtime_ns: int, xattrs: Xattrs, *, atime_ns: int | None = None
+) -> None:
     """``FormatError`` unless the format accepts these attributes (``mode``: permission
     bits only)."""
     # The format owns the rules; a FIFO entry (no content) applies them alone.
     FileEntry(
         name=_PROBE_NAME, kind=EntryKind.FIFO, mode=mode, uid=uid, gid=gid, size=0,
-        mtime_ns=mtime_ns, xattrs=xattrs,
+        mtime_ns=mtime_ns, xattrs=xattrs, atime_ns=atime_ns,
     )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Attrs:
-    """The attributes a new entry gets (``mode``: permission bits only)."""
+    """The attributes a new entry gets (``mode``: permission bits only; ``atime_ns``: as in
+    ``FileEntry``)."""
 
     mode: int
     uid: int
     gid: int
     mtime_ns: int
     xattrs: Xattrs = ()
+    atime_ns: int | None = None
 
     def __post_init__(self) -> None:
-        check_attributes(self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs)
+        if self.atime_ns == self.mtime_ns:
+            object.__setattr__(self, "atime_ns", None)
+        check_attributes(
+            self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs, atime_ns=self.atime_ns
+        )
 
     @classmethod
     def of(cls, entry: FileEntry) -> Attrs:
-        return cls(entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.xattrs)
+        return cls(entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.xattrs, entry.atime_ns)
 
 
 @dataclass(frozen=True, slots=True)
 class AttrChanges:
     """What a setattr changes: ``None`` leaves a field as it is; ``xattrs`` replaces the
-    whole list. At least one field is set."""
+    whole list. At least one field is set. ``atime_ns`` sets the access time; left ``None``,
+    an entry's access time stays as stored, so one that had none apart follows a new mtime
+    (a caller that means to keep it, as ``utimensat`` with only the mtime does, sets it)."""
 
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None
     mtime_ns: int | None = None
     xattrs: Xattrs | None = None
+    atime_ns: int | None = None
 
     def __post_init__(self) -> None:
-        values = (self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs)
+        values = (self.mode, self.uid, self.gid, self.mtime_ns, self.xattrs, self.atime_ns)
         if all(value is None for value in values):
             raise FormatError("a setattr that changes nothing")
         check_attributes(
-            self.mode or 0, self.uid or 0, self.gid or 0, self.mtime_ns or 0, self.xattrs or ()
-        )
+            self.mode or 0, self.uid or 0, self.gid or 0, self.mtime_ns or 0, self.xattrs or (),
+            atime_ns=self.atime_ns,
+        )  # fmt: skip
 
     @classmethod
     def between(cls, old: FileEntry, new: FileEntry) -> AttrChanges | None:
@@ -100,6 +112,8 @@ class AttrChanges:
             name: None if getattr(old, name) == getattr(new, name) else getattr(new, name)
             for name in ("mode", "uid", "gid", "mtime_ns", "xattrs")
         }
+        if old.accessed_ns != new.accessed_ns:
+            fields["atime_ns"] = new.accessed_ns
         if all(value is None for value in fields.values()):
             return None
         return cls(**fields)
@@ -112,6 +126,7 @@ class AttrChanges:
             gid=entry.gid if self.gid is None else self.gid,
             mtime_ns=entry.mtime_ns if self.mtime_ns is None else self.mtime_ns,
             xattrs=entry.xattrs if self.xattrs is None else self.xattrs,
+            atime_ns=entry.atime_ns if self.atime_ns is None else self.atime_ns,
         )
 
 
@@ -137,7 +152,7 @@ class Mkdir:
         return FileEntry(
             name=self.path.name, kind=EntryKind.DIR, mode=attrs.mode, uid=attrs.uid,
             gid=attrs.gid, size=0, mtime_ns=attrs.mtime_ns, xattrs=attrs.xattrs,
-            tree_id=EMPTY_TREE.id,
+            tree_id=EMPTY_TREE.id, atime_ns=attrs.atime_ns,
         )  # fmt: skip
 
 

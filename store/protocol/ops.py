@@ -20,6 +20,7 @@ from store.errors import FormatError
 from store.objects import (
     MAX_FILE_BYTES,
     MAX_ID_NUMBER,
+    MAX_RDEV,
     MAX_XATTRS_TOTAL_BYTES,
     MODE_BITS,
     ChunkRef,
@@ -56,7 +57,9 @@ from store.protocol.wire import (
 
 # --- models: file entries ------------------------------------------------------------------
 
-EntryKindName: TypeAlias = Literal["file", "dir", "symlink", "fifo", "socket", "mount"]
+EntryKindName: TypeAlias = Literal[
+    "file", "dir", "symlink", "fifo", "socket", "mount", "block_device", "char_device"
+]
 _NAME_OF_KIND: Final[dict[EntryKind, EntryKindName]] = {
     EntryKind.FILE: "file",
     EntryKind.DIR: "dir",
@@ -64,6 +67,8 @@ _NAME_OF_KIND: Final[dict[EntryKind, EntryKindName]] = {
     EntryKind.FIFO: "fifo",
     EntryKind.SOCKET: "socket",
     EntryKind.MOUNT: "mount",
+    EntryKind.BLOCK_DEVICE: "block_device",
+    EntryKind.CHAR_DEVICE: "char_device",
 }
 _KIND_BY_NAME: Final[dict[str, EntryKind]] = {name: kind for kind, name in _NAME_OF_KIND.items()}
 # A throwaway name under which the format's own rules check a nameless model.
@@ -114,7 +119,7 @@ class EntryModel(WireModel):
     Which content fields are set depends on ``kind``, exactly as in the format: a file has
     ``chunks`` and ``content_hash``, a dir ``tree_id``, a symlink ``target``, a mount (a
     shared folder's mount point, shown in history; only the server makes one) its
-    ``namespace_id``.
+    ``namespace_id``, a block or character device its ``rdev``.
     """
 
     kind: EntryKindName
@@ -129,6 +134,8 @@ class EntryModel(WireModel):
     tree_id: HexTreeId | None = None
     target: WireBytes = b""  # at most MAX_SYMLINK_TARGET_BYTES, as the format says
     namespace_id: HexNamespaceId | None = None
+    rdev: Annotated[int, Field(ge=0, le=MAX_RDEV)] = 0  # a device node's
+    atime_ns: TimeNs | None = None  # the access time, when it is not mtime_ns
 
     @model_validator(mode="after")
     def _follows_format(self) -> EntryModel:
@@ -154,6 +161,8 @@ def entry_to_model(entry: FileEntry) -> EntryModel:
         tree_id=entry.tree_id,
         target=entry.target,
         namespace_id=entry.namespace_id,
+        rdev=entry.rdev,
+        atime_ns=entry.atime_ns,
     )
 
 
@@ -175,6 +184,8 @@ def entry_from_model(name: bytes, model: EntryModel) -> FileEntry:
         tree_id=model.tree_id,
         target=model.target,
         namespace_id=model.namespace_id,
+        rdev=model.rdev,
+        atime_ns=model.atime_ns,
     )
 
 
@@ -189,6 +200,7 @@ class AttrsModel(WireModel):
     gid: OwnerId
     mtime_ns: TimeNs
     xattrs: Xattrs = ()
+    atime_ns: TimeNs | None = None
 
 
 class SetattrModel(WireModel):
@@ -200,6 +212,7 @@ class SetattrModel(WireModel):
     gid: OwnerId | None = None
     mtime_ns: TimeNs | None = None
     xattrs: Xattrs | None = None
+    atime_ns: TimeNs | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> SetattrModel:
@@ -336,7 +349,7 @@ def op_to_wire(op: ops.Op) -> WireOp:
             attrs = op.attrs
             model = AttrsModel(
                 mode=attrs.mode, uid=attrs.uid, gid=attrs.gid, mtime_ns=attrs.mtime_ns,
-                xattrs=_xattr_models(attrs.xattrs),
+                xattrs=_xattr_models(attrs.xattrs), atime_ns=attrs.atime_ns,
             )  # fmt: skip
             return MkdirOp(path=op.path, attrs=model)
         case ops.Move():
@@ -348,7 +361,7 @@ def op_to_wire(op: ops.Op) -> WireOp:
             xattrs = None if changes.xattrs is None else _xattr_models(changes.xattrs)
             setattr_model = SetattrModel(
                 mode=changes.mode, uid=changes.uid, gid=changes.gid, mtime_ns=changes.mtime_ns,
-                xattrs=xattrs,
+                xattrs=xattrs, atime_ns=changes.atime_ns,
             )  # fmt: skip
             return SetattrOp(path=op.path, attrs=setattr_model)
 
@@ -365,7 +378,12 @@ def op_from_wire(op: WireOp) -> ops.Op:
             return ops.Mkdir(
                 op.path,
                 ops.Attrs(
-                    attrs.mode, attrs.uid, attrs.gid, attrs.mtime_ns, _xattrs_of(attrs.xattrs)
+                    attrs.mode,
+                    attrs.uid,
+                    attrs.gid,
+                    attrs.mtime_ns,
+                    _xattrs_of(attrs.xattrs),
+                    attrs.atime_ns,
                 ),
             )
         case MoveOp():
@@ -377,7 +395,14 @@ def op_from_wire(op: WireOp) -> ops.Op:
             xattrs = None if changes.xattrs is None else _xattrs_of(changes.xattrs)
             return ops.SetAttr(
                 op.path,
-                ops.AttrChanges(changes.mode, changes.uid, changes.gid, changes.mtime_ns, xattrs),
+                ops.AttrChanges(
+                    changes.mode,
+                    changes.uid,
+                    changes.gid,
+                    changes.mtime_ns,
+                    xattrs,
+                    changes.atime_ns,
+                ),
             )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgpack
@@ -21,8 +22,10 @@ from store.ids import (
     tree_id_of,
 )
 from store.objects import (
+    DEVICE_KINDS,
     EMPTY_TREE,
     MAX_NAME_BYTES,
+    MAX_RDEV,
     ChunkRef,
     Commit,
     EntryKind,
@@ -117,6 +120,40 @@ def test_golden_mount_entry_bytes() -> None:
     assert decode_tree(bytes.fromhex(GOLDEN_MOUNT_TREE)) == MOUNT_TREE
 
 
+# Device nodes: kinds 7 (block) and 8 (character), their content the rdev; an access time
+# apart from the mtime is a 10th element (the pipe's 3), absent when they are the same.
+DEVICE_TREE = Tree(
+    (
+        FileEntry(
+            name=b"disk", kind=EntryKind.BLOCK_DEVICE, mode=0o640, uid=0, gid=6, size=0,
+            mtime_ns=5, rdev=(8 << 8) | 1,
+        ),
+        FileEntry(
+            name=b"pipe", kind=EntryKind.FIFO, mode=0o644, uid=1, gid=1, size=0, mtime_ns=5,
+            atime_ns=3,
+        ),
+        FileEntry(
+            name=b"tty", kind=EntryKind.CHAR_DEVICE, mode=0o620, uid=0, gid=5, size=0,
+            mtime_ns=5, rdev=(4 << 8) | 1,
+        ),
+    )
+)  # fmt: skip
+GOLDEN_DEVICE_TREE = (
+    "92019399c4046469736b07cd01a00006000590cd08019ac4047069706504cd01a40101000590c00399c403"
+    "74747908cd01900005000590cd0401"
+)
+
+
+def test_golden_device_and_access_time_entry_bytes() -> None:
+    assert DEVICE_TREE.encode().hex() == GOLDEN_DEVICE_TREE
+    assert decode_tree(bytes.fromhex(GOLDEN_DEVICE_TREE)) == DEVICE_TREE
+    pipe = DEVICE_TREE.get(b"pipe")
+    assert pipe is not None and pipe.accessed_ns == 3
+    # An access time equal to the mtime is not one apart: one form only.
+    same = dataclasses.replace(pipe, atime_ns=5)
+    assert same.atime_ns is None and same.accessed_ns == 5
+
+
 def test_tree_id_is_domain_separated_from_a_chunk_id() -> None:
     encoding = TREE.encode()
     assert TREE.id == tree_id_of(encoding)
@@ -163,6 +200,12 @@ def raw_entry(name: bytes, kind: int = 4, content: object = None) -> list[object
         (raw_tree([raw_entry(b"a", kind=6)]), "namespace id"),
         (raw_tree([raw_entry(b"a", kind=6, content=b"x" * 15)]), "namespace id"),
         (raw_tree([raw_entry(b"a", content=b"x")]), "no content"),
+        (raw_tree([raw_entry(b"a", kind=7)]), "rdev"),
+        (raw_tree([raw_entry(b"a", kind=8, content=-1)]), "rdev"),
+        (raw_tree([raw_entry(b"a", kind=8, content=b"1")]), "rdev"),
+        (raw_tree([[*raw_entry(b"a"), 0]]), "canonical"),  # an atime equal to the mtime
+        (raw_tree([[*raw_entry(b"a"), "x"]]), "time out of range"),
+        (raw_tree([[*raw_entry(b"a"), 1, 2]]), "9, or 10"),
         (raw_tree([["a", 4, 0, 0, 0, 0, 0, [], None]]), "must be some bytes"),
         (raw_tree([raw_entry(b"a")])[:-1], "not valid msgpack"),
         (raw_tree([raw_entry(b"a")]) + b"\xc0", "not valid msgpack"),
@@ -217,6 +260,8 @@ def test_commit_with_unknown_version_is_refused() -> None:
         {"xattrs": ((b"user.big", b"x" * 70_000),)},
         {"target": b"elsewhere"},
         {"namespace_id": NamespaceId(bytes(16))},  # only mounts name a namespace
+        {"rdev": 5},  # only device nodes have one
+        {"atime_ns": 2**63},
     ],
 )
 def test_entry_invariants_are_enforced(changes: dict[str, object]) -> None:
@@ -248,6 +293,7 @@ attrs = {
     "uid": st.integers(0, 2**32 - 1),
     "gid": st.integers(0, 2**32 - 1),
     "mtime_ns": st.integers(-(2**63), 2**63 - 1),
+    "atime_ns": st.none() | st.integers(-(2**63), 2**63 - 1),
     "xattrs": st.dictionaries(
         st.binary(min_size=1, max_size=20).filter(lambda name: b"\0" not in name),
         st.binary(max_size=50),
@@ -276,6 +322,9 @@ def entries(draw: st.DrawFn) -> FileEntry:
     if kind is EntryKind.MOUNT:
         namespace_id = NamespaceId(draw(st.binary(min_size=16, max_size=16)))
         return FileEntry(name=name, kind=kind, size=0, namespace_id=namespace_id, **common)
+    if kind in DEVICE_KINDS:
+        rdev = draw(st.integers(0, MAX_RDEV))
+        return FileEntry(name=name, kind=kind, size=0, rdev=rdev, **common)
     return FileEntry(name=name, kind=kind, size=0, **common)
 
 

@@ -40,6 +40,10 @@ ENTRIES = [
               target=b"..\xff/"),
     FileEntry(name=b"f", kind=EntryKind.FIFO, mode=0o600, uid=1, gid=2, size=0, mtime_ns=0),
     FileEntry(name=b"s", kind=EntryKind.SOCKET, mode=0o600, uid=1, gid=2, size=0, mtime_ns=0),
+    FileEntry(name=b"b", kind=EntryKind.BLOCK_DEVICE, mode=0o640, uid=0, gid=6, size=0,
+              mtime_ns=7, rdev=2**64 - 1, atime_ns=-3),
+    FileEntry(name=b"c", kind=EntryKind.CHAR_DEVICE, mode=0o620, uid=0, gid=5, size=0,
+              mtime_ns=7, rdev=(4 << 8) | 1),
 ]  # fmt: skip
 
 
@@ -77,6 +81,8 @@ def entry_json(**changes: Any) -> dict[str, Any]:
         {"xattrs": [{"name": "user.b", "value": ""}, {"name": "user.a", "value": ""}]},
         {"xattrs": [{"name": "", "value": "x"}]},
         {"mtime_ns": 2**63},
+        {"atime_ns": 2**63},
+        {"rdev": 5},  # only device nodes have one
         {"colour": "red"},
     ],
 )
