@@ -91,6 +91,11 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return entry
 
 
+def owner(ctx: pyfuse3.RequestContext) -> tuple[int, int]:
+    """Who makes a new entry: the requesting process's uid and gid."""
+    return ctx.uid, ctx.gid
+
+
 def statvfs_data(stats: StatFs) -> pyfuse3.StatvfsData:
     data = pyfuse3.StatvfsData()
     data.f_bsize = stats.block_size
@@ -204,7 +209,7 @@ class BoxfsOperations(pyfuse3.Operations):
         mode: pyfuse3.ModeT,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.model.mkdir(parent_inode, name, mode))
+        return entry_attributes(await self.model.mkdir(parent_inode, name, mode, owner(ctx)))
 
     @_translated
     async def rmdir(
@@ -238,7 +243,7 @@ class BoxfsOperations(pyfuse3.Operations):
         target: pyfuse3.FileNameT,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return entry_attributes(await self.model.symlink(parent_inode, name, target))
+        return entry_attributes(await self.model.symlink(parent_inode, name, target, owner(ctx)))
 
     @_translated
     async def mknod(
@@ -249,7 +254,7 @@ class BoxfsOperations(pyfuse3.Operations):
         rdev: int,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        created = await self.model.mknod(parent_inode, name, mode, rdev)
+        created = await self.model.mknod(parent_inode, name, mode, rdev, owner(ctx))
         return entry_attributes(created)
 
     @_translated
@@ -280,7 +285,7 @@ class BoxfsOperations(pyfuse3.Operations):
         flags: pyfuse3.FlagT,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = await self.model.create(parent_inode, name, mode, flags)
+        fh, attr = await self.model.create(parent_inode, name, mode, flags, owner(ctx))
         # A new file has nothing in the page cache worth keeping or dropping.
         info = pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=True)
         return info, entry_attributes(attr)

@@ -84,7 +84,7 @@ from boxfs.staging import check_name
 from store import protocol
 from store.errors import FormatError, StoreError
 from store.ids import CommitId, ContentHash, NamespaceId, TreeId
-from store.objects import ChunkRef, EntryKind, FileEntry
+from store.objects import DEVICE_KINDS, ChunkRef, EntryKind, FileEntry
 from store.ops import (
     AttrChanges,
     Attrs,
@@ -182,8 +182,8 @@ class JournalError(BoxfsError):
 class StagedPut:
     """Create or replace a non-directory at ``path``: ``store.ops.Put`` before its entry
     exists. A FILE's content is the staged file ``staged`` (frozen from now on); a SYMLINK
-    has ``target``; FIFO and SOCKET have none. ``base``: the content hash the mount last
-    saw there (``None``: a new name)."""
+    has ``target``; a device node ``rdev``; FIFO and SOCKET have none. ``base``: the
+    content hash the mount last saw there (``None``: a new name)."""
 
     path: DrivePath
     attrs: Attrs
@@ -191,6 +191,7 @@ class StagedPut:
     kind: EntryKind = EntryKind.FILE
     target: bytes = b""
     base: ContentHash | None = None
+    rdev: int = 0
 
     def __post_init__(self) -> None:
         if self.kind is EntryKind.DIR:
@@ -206,6 +207,8 @@ class StagedPut:
             )  # fmt: skip
         elif self.target:
             raise FormatError("only a symlink has a target")
+        if self.rdev and self.kind not in DEVICE_KINDS:
+            raise FormatError("only a device node has an rdev")
 
     def put(
         self,
@@ -222,7 +225,8 @@ class StagedPut:
         entry = FileEntry(
             name=self.path.name, kind=self.kind, mode=attrs.mode, uid=attrs.uid,
             gid=attrs.gid, size=size, mtime_ns=attrs.mtime_ns, xattrs=attrs.xattrs,
-            chunks=chunks, content_hash=content_hash, target=self.target,
+            chunks=chunks, content_hash=content_hash, target=self.target, rdev=self.rdev,
+            atime_ns=attrs.atime_ns,
         )  # fmt: skip
         return Put(self.path, entry, base)
 
@@ -306,7 +310,7 @@ def _attrs_to_map(attrs: Attrs) -> dict[str, Any]:
         "gid": attrs.gid,
         "mtime_ns": attrs.mtime_ns,
         "xattrs": [[name, value] for name, value in attrs.xattrs],
-    }
+    } | ({} if attrs.atime_ns is None else {"atime_ns": attrs.atime_ns})
 
 
 def _xattrs_from(raw: Any) -> Xattrs:
@@ -320,6 +324,7 @@ def _attrs_from_map(raw: dict[str, Any]) -> Attrs:
         gid=raw["gid"],
         mtime_ns=raw["mtime_ns"],
         xattrs=_xattrs_from(raw["xattrs"]),
+        atime_ns=raw.get("atime_ns"),
     )
 
 
@@ -344,6 +349,8 @@ def _row_of(pending: JournalOp | BasedOnPut) -> _Row:
     match op:
         case StagedPut():
             attrs = _attrs_to_map(op.attrs) | {"kind": int(op.kind), "target": op.target}
+            if op.rdev:
+                attrs["rdev"] = op.rdev
             return _Row(
                 "put",
                 bytes(op.path),
@@ -369,6 +376,7 @@ def _row_of(pending: JournalOp | BasedOnPut) -> _Row:
                     ("uid", changes.uid),
                     ("gid", changes.gid),
                     ("mtime_ns", changes.mtime_ns),
+                    ("atime_ns", changes.atime_ns),
                 )
                 if value is not None
             }
@@ -405,6 +413,7 @@ def _op_from(row: sqlite3.Row) -> JournalOp:
             kind=EntryKind(attrs["kind"]),
             target=bytes(attrs["target"]),
             base=base,
+            rdev=attrs.get("rdev", 0),
         )
     if kind == "mkdir":
         return Mkdir(path, _attrs_from_map(attrs))
@@ -422,6 +431,7 @@ def _op_from(row: sqlite3.Row) -> JournalOp:
                 gid=attrs.get("gid"),
                 mtime_ns=attrs.get("mtime_ns"),
                 xattrs=None if xattrs is None else _xattrs_from(xattrs),
+                atime_ns=attrs.get("atime_ns"),
             ),
         )
     raise FormatError(f"unknown op kind {kind!r}")

@@ -67,6 +67,8 @@ _KIND_FLAG: Final = {
     EntryKind.SYMLINK: stat.S_IFLNK,
     EntryKind.FIFO: stat.S_IFIFO,
     EntryKind.SOCKET: stat.S_IFSOCK,
+    EntryKind.BLOCK_DEVICE: stat.S_IFBLK,
+    EntryKind.CHAR_DEVICE: stat.S_IFCHR,
     EntryKind.MOUNT: stat.S_IFDIR,  # a shared folder shows as a folder
 }
 # What ``ls -l`` calls each kind: a mount entry is a shared folder.
@@ -163,9 +165,10 @@ async def _get_folder(
 ) -> ExitCode:
     """``get -r``: the folder and everything below it, into ``destination`` (or into
     ``destination/NAME`` if that is an existing folder, as ``cp -r`` does). Each file is
-    verified and renamed into place as ``get`` does; symlinks and FIFOs are made as such,
-    sockets skipped (they mean nothing without their process). ``source`` is the folder's
-    path in ``view`` (``None``: a shared folder's root); ``shown``, as the user named it."""
+    verified and renamed into place as ``get`` does; symlinks, FIFOs and (as root) device
+    nodes are made as such, sockets skipped (they mean nothing without their process).
+    ``source`` is the folder's path in ``view`` (``None``: a shared folder's root);
+    ``shown``, as the user named it."""
     if destination.is_dir():
         destination = destination / os.fsdecode(folder.name)
     assert folder.tree_id is not None
@@ -192,8 +195,13 @@ async def _get_folder(
                     local.unlink()
                 if entry.kind is EntryKind.SYMLINK:
                     os.symlink(entry.target, local)
-                else:
+                elif entry.kind is EntryKind.FIFO:
                     os.mkfifo(local, entry.mode & 0o777)
+                else:
+                    try:
+                        os.mknod(local, _KIND_FLAG[entry.kind] | entry.mode & 0o777, entry.rdev)
+                    except PermissionError:  # only root makes device nodes
+                        ctx.say(f"skipped the device node {shown}/{show_bytes(relative)}")
     for local, entry in reversed(folders):  # after their content: a read-only folder too
         os.chmod(local, entry.mode & 0o777)
         os.utime(local, ns=(time.time_ns(), entry.mtime_ns))

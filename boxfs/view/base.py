@@ -23,6 +23,7 @@ hold anything proportional to a file's size. Called by the layers above it and, 
 from __future__ import annotations
 
 import errno
+import stat
 from collections.abc import Awaitable, Callable, Iterator
 from typing import ParamSpec, TypeVar
 
@@ -46,6 +47,7 @@ from boxfs.view.nodes import (
     Invalidation,
     ListingNeeded,
     Node,
+    Owner,
     check_name,
     failed,
     now_ns,
@@ -61,6 +63,21 @@ from store.protocol import DrivePath
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+
+
+def _link_count(node: Node) -> int:
+    """st_nlink: a directory's is 2 and one per subdirectory, as on a local filesystem,
+    when its listing is in memory; 1 when it is not (the count is not known without
+    fetching the listing: 1 is what tools such as find(1) take to mean "unknown", where 2
+    would tell them there are no subdirectories). A file's is 1; anything's is 0 once
+    removed (still open)."""
+    if node.detached:
+        return 0
+    if node.kind is not EntryKind.DIR:
+        return 1
+    if node.children is None:
+        return 1
+    return 2 + sum(child.kind is EntryKind.DIR for child in node.children.values())
 
 
 class ViewBase:
@@ -251,9 +268,9 @@ class ViewBase:
             size = node.size
         uid, gid = (node.uid, node.gid) if self._preserve else (self._uid, self._gid)
         return Attr(
-            inode=inode, mode=TYPE_BITS[node.kind] | mode,
-            nlink=2 if node.kind is EntryKind.DIR else (0 if node.detached else 1),
-            uid=uid, gid=gid, size=size, rdev=node.rdev, atime_ns=node.mtime_ns,
+            inode=inode, mode=TYPE_BITS[node.kind] | mode, nlink=_link_count(node),
+            uid=uid, gid=gid, size=size, rdev=node.rdev,
+            atime_ns=node.mtime_ns if node.atime_ns is None else node.atime_ns,
             mtime_ns=node.mtime_ns, ctime_ns=node.ctime_ns, blocks=(size + 511) // 512,
         )  # fmt: skip
 
@@ -288,8 +305,8 @@ class ViewBase:
         return Node(
             kind=entry.kind, name=entry.name, parent=parent, namespace_id=parent.namespace_id,
             mode=entry.mode, uid=entry.uid, gid=entry.gid, size=entry.size,
-            mtime_ns=entry.mtime_ns, ctime_ns=entry.mtime_ns, xattrs=entry.xattrs,
-            target=entry.target,
+            mtime_ns=entry.mtime_ns, ctime_ns=entry.mtime_ns, seen_mtime_ns=entry.mtime_ns,
+            xattrs=entry.xattrs, target=entry.target, rdev=entry.rdev, atime_ns=entry.atime_ns,
             entry=entry if entry.kind is EntryKind.FILE else None, tree_id=entry.tree_id,
             readonly=parent.readonly, remote=not parent.readonly, base=entry.content_hash,
         )  # fmt: skip
@@ -462,15 +479,28 @@ class ViewBase:
 
     def _file_attrs(self, node: Node) -> Attrs:
         return Attrs(
-            mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns, xattrs=node.xattrs
-        )
+            mode=node.mode, uid=node.uid, gid=node.gid, mtime_ns=node.mtime_ns, xattrs=node.xattrs,
+            atime_ns=node.atime_ns,
+        )  # fmt: skip
 
-    def _new_node(self, parent: Node, name: bytes, kind: EntryKind, mode: int) -> Node:
+    def _new_node(
+        self, parent: Node, name: bytes, kind: EntryKind, mode: int, owner: Owner | None = None
+    ) -> Node:
+        """A new entry of ``parent``. With ``--preserve-ownership`` it belongs to ``owner``
+        (the creating process's uid and gid), and to the parent's group when the parent is
+        set-gid (a new directory is then set-gid too), as on a local filesystem; otherwise
+        to the mount's uid and gid, which it shows anyway."""
         now = now_ns()
+        mode &= 0o7777
+        uid, gid = (self._uid, self._gid) if owner is None or not self._preserve else owner
+        if self._preserve and parent.mode & stat.S_ISGID:
+            gid = parent.gid
+            if kind is EntryKind.DIR:
+                mode |= stat.S_ISGID
         return Node(
             kind=kind, name=name, parent=parent, namespace_id=parent.namespace_id,
-            mode=mode & 0o7777, uid=self._uid, gid=self._gid, size=0, mtime_ns=now,
-            ctime_ns=now, children={} if kind is EntryKind.DIR else None, changed=True,
+            mode=mode, uid=uid, gid=gid, size=0, mtime_ns=now, ctime_ns=now, seen_mtime_ns=now,
+            children={} if kind is EntryKind.DIR else None, changed=True,
         )  # fmt: skip
 
     def _free_name(self, parent: Node, name: bytes) -> dict[bytes, Node]:

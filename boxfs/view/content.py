@@ -31,6 +31,7 @@ from boxfs.view.nodes import (
     FileHandle,
     FsError,
     Node,
+    Owner,
     check_size,
     failed,
     stage_of,
@@ -123,13 +124,15 @@ class FileContent(ViewBase):
         keep = not writable and node.stage is None and node.staged is None
         return fh, keep
 
-    async def create(self, parent: int, name: bytes, mode: int, flags: int) -> tuple[int, Attr]:
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, owner: Owner | None = None
+    ) -> tuple[int, Attr]:
         directory = self._writable_dir(parent)
         stage = await self._new_stage()  # before the lock: without a ready one, a disk hop
 
         async def change() -> Node:
             children = self._free_name(directory, name)
-            node = self._new_node(directory, name, EntryKind.FILE, mode)
+            node = self._new_node(directory, name, EntryKind.FILE, mode, owner)
             node.stage = stage
             stage.start_buffering(self._memory_budget)  # a small file: no hop per write
             node.dirty = True

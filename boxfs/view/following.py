@@ -90,12 +90,21 @@ def _busy_below(node: Node) -> bool:
 
 
 def _adopt_attrs(node: Node, entry: FileEntry) -> bool:
-    """Take the server entry's attributes; whether any differed."""
-    before = (node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size)
-    after = (entry.mode, entry.uid, entry.gid, entry.mtime_ns, entry.xattrs, entry.size)
+    """Take the server entry's attributes; whether any differed. A directory keeps its own
+    mtime while the server's is the one it saw last: the server's is what mkdir or a
+    utime set, this one also moves with every change of the listing (``_touch``), as on a
+    local filesystem, and a commit of those changes must not set it back."""
+    mtime_ns = entry.mtime_ns
+    if node.kind is EntryKind.DIR and mtime_ns == node.seen_mtime_ns:
+        mtime_ns = node.mtime_ns
+    node.seen_mtime_ns = entry.mtime_ns
+    before = (node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size, node.atime_ns)
+    after = (entry.mode, entry.uid, entry.gid, mtime_ns, entry.xattrs, entry.size, entry.atime_ns)
     if before == after:
         return False
-    node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size = after
+    (
+        node.mode, node.uid, node.gid, node.mtime_ns, node.xattrs, node.size, node.atime_ns
+    ) = after  # fmt: skip
     node.ctime_ns = now_ns()
     return True
 
@@ -393,6 +402,7 @@ class FollowingServer(FileContent):
             if node is not None:
                 directory.children[name] = node
                 self._queue_invalidation(directory, name)  # a negative entry the kernel holds
+                self._listing_changed_remotely(directory)
         elif entry is None:
             self._remove_remotely(directory, child)
         elif child.kind is EntryKind.DIR and entry.kind is EntryKind.DIR:
@@ -431,9 +441,9 @@ class FollowingServer(FileContent):
                 node.base_seq = None
                 node.broken = False
             node.entry = entry
-        elif node.target != entry.target:
+        elif node.target != entry.target or node.rdev != entry.rdev:
             same_content = False
-        node.target = entry.target
+        node.target, node.rdev = entry.target, entry.rdev
         node.base = entry.content_hash
         attrs_changed = _adopt_attrs(node, entry)
         if not same_content or attrs_changed:
@@ -511,4 +521,11 @@ class FollowingServer(FileContent):
         node.detached = True
         node.ctime_ns = now_ns()
         self._queue_invalidation(directory, node.name)
+        self._listing_changed_remotely(directory)
         self._maybe_drop(node)
+
+    def _listing_changed_remotely(self, directory: Node) -> None:
+        """A name of ``directory`` came or went from another device: its mtime and ctime
+        move, as a local change moves them (its listing is still the committed one)."""
+        directory.mtime_ns = directory.ctime_ns = now_ns()
+        self._queue_invalidation(directory)

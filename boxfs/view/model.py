@@ -56,7 +56,8 @@ the syncer of each namespace (``apply_head``, ``recheck``) and the notifier
 
 Known limits: a file written here keeps its staged file pinned while its node lives (until
 a sync from another device replaces the content); a truncate of a closed file is journaled
-at once as a put (the journal never merges entries); new entries take the mount's uid/gid;
+at once as a put (the journal never merges entries); new entries take the mount's uid/gid
+unless it preserves ownership; reads never move a stored access time; ``docs/posix.md``;
 hard links raise ``FsError(EPERM)`` (EXDEV across namespaces); a chmod or utime of a shared
 folder's root stays in memory only (its mount entry is the server's to write).
 """

@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 from boxfs import errno_map
 from boxfs.errors import BoxfsError
@@ -57,6 +57,8 @@ TYPE_BITS: Final = {
     EntryKind.SYMLINK: stat.S_IFLNK,
     EntryKind.FIFO: stat.S_IFIFO,
     EntryKind.SOCKET: stat.S_IFSOCK,
+    EntryKind.BLOCK_DEVICE: stat.S_IFBLK,
+    EntryKind.CHAR_DEVICE: stat.S_IFCHR,
 }
 
 
@@ -66,6 +68,10 @@ class FsError(BoxfsError):
     def __init__(self, errno_value: int, message: str = "") -> None:
         self.errno = errno_value
         super().__init__(message or os.strerror(errno_value))
+
+
+Owner: TypeAlias = tuple[int, int]
+"""The uid and gid of the process making a new entry (the request's context)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +167,12 @@ class Node:
     versions_root: bool = False
     rdev: int = 0
     changed: bool = False  # differs from its committed entry (a directory: its listing)
+    # The mtime of its server entry as last seen (or sent: mkdir, utime); a directory's own
+    # ``mtime_ns`` also moves with its listing (``following._adopt_attrs``).
+    seen_mtime_ns: int | None = None
+    # The access time a utime set apart from the mtime (``None``: the mtime; as in
+    # ``FileEntry.atime_ns``: reads do not move it).
+    atime_ns: int | None = None
 
 
 @dataclass(slots=True)
@@ -203,7 +215,8 @@ def check_size(size: int) -> None:
 
 def set_attrs(node: Node, attrs: Attrs) -> None:
     node.mode, node.uid, node.gid, node.xattrs = attrs.mode, attrs.uid, attrs.gid, attrs.xattrs
-    node.mtime_ns = node.ctime_ns = attrs.mtime_ns
+    node.mtime_ns = node.ctime_ns = node.seen_mtime_ns = attrs.mtime_ns
+    node.atime_ns = attrs.atime_ns
 
 
 def apply_changes(node: Node, changes: AttrChanges) -> None:
@@ -215,9 +228,13 @@ def apply_changes(node: Node, changes: AttrChanges) -> None:
     if changes.gid is not None:
         node.gid = changes.gid
     if changes.mtime_ns is not None:
-        node.mtime_ns = changes.mtime_ns
+        node.mtime_ns = node.seen_mtime_ns = changes.mtime_ns
     if changes.xattrs is not None:
         node.xattrs = changes.xattrs
+    if changes.atime_ns is not None:
+        node.atime_ns = changes.atime_ns
+    if node.atime_ns == node.mtime_ns:
+        node.atime_ns = None
     node.ctime_ns = now_ns()
 
 

@@ -1,12 +1,13 @@
 """POSIX namespace rules: lookups of attributes, listings, and every metadata change.
 
-mkdir, rmdir, unlink, rename (with ``RENAME_NOREPLACE``), symlink, mknod (FIFOs and
-sockets), setattr, extended attributes in the ``user.`` namespace, statfs. Each change runs
-through ``_change``: its checks, the journal append (it survives a killed mount once the
-call returns), the overlay update, then the uploader is nudged; nothing waits for the
-server. ``readdir`` lists ``.`` and ``..`` first and counts a lookup for every other entry
-it returns (readdirplus does in the kernel). Hard links raise ``FsError(EPERM)``; new
-entries take the mount's uid/gid.
+mkdir, rmdir, unlink, rename (with ``RENAME_NOREPLACE``), symlink, mknod (FIFOs, sockets
+and device nodes, stored as entries: the mount is ``nodev``), setattr, extended attributes
+in the ``user.`` namespace, statfs. Each change runs through ``_change``: its checks, the
+journal append (it survives a killed mount once the call returns), the overlay update,
+then the uploader is nudged; nothing waits for the server. ``readdir`` lists ``.`` and
+``..`` first and counts a lookup for every other entry it returns (readdirplus does in the
+kernel). Hard links raise ``FsError(EPERM)``; with ``--preserve-ownership`` new entries
+take the creating process's uid and gid (``Owner``), else the mount's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from boxfs.view.nodes import (
     DirHandle,
     FsError,
     Node,
+    Owner,
     StatFs,
     apply_changes,
     check_name,
@@ -38,6 +40,7 @@ from boxfs.view.nodes import (
 from boxfs.view.replay import JournalReplay
 from store.errors import FormatError
 from store.objects import (
+    DEVICE_KINDS,
     MAX_NAME_BYTES,
     MAX_SYMLINK_TARGET_BYTES,
     MAX_XATTR_NAME_BYTES,
@@ -92,12 +95,15 @@ class NamespaceRules(JournalReplay):
             await self._truncate(node, size)
         if not self._preserve:
             uid = gid = None  # ownership is the mount's: chown is accepted and ignored
-        if mode is None and uid is None and gid is None and mtime_ns is None:
+        if mtime_ns is not None and atime_ns is None and node.atime_ns is None:
+            atime_ns = node.mtime_ns  # the access time stays where it was
+        if all(value is None for value in (mode, uid, gid, mtime_ns, atime_ns)):
             return self._attr(node)
         try:
             changes = AttrChanges(
-                mode=None if mode is None else mode & 0o7777, uid=uid, gid=gid, mtime_ns=mtime_ns
-            )
+                mode=None if mode is None else mode & 0o7777, uid=uid, gid=gid, mtime_ns=mtime_ns,
+                atime_ns=atime_ns,
+            )  # fmt: skip
         except FormatError as exc:
             raise FsError(errno.EINVAL, str(exc)) from exc
         async with self._lock:
@@ -155,11 +161,11 @@ class NamespaceRules(JournalReplay):
             if handle.node.detached:
                 self._maybe_drop(handle.node)
 
-    async def mkdir(self, parent: int, name: bytes, mode: int) -> Attr:
+    async def mkdir(self, parent: int, name: bytes, mode: int, owner: Owner | None = None) -> Attr:
         directory = self._writable_dir(parent)
         return await self._add_entry(
             directory, name, EntryKind.DIR, mode,
-            lambda node: Mkdir(self._path(node), self._file_attrs(node)),
+            lambda node: Mkdir(self._path(node), self._file_attrs(node)), owner=owner,
         )  # fmt: skip
 
     async def rmdir(self, parent: int, name: bytes) -> None:
@@ -272,25 +278,35 @@ class NamespaceRules(JournalReplay):
         if target_dir is not source_dir:
             self._touch(target_dir)
 
-    async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
+    async def symlink(
+        self, parent: int, name: bytes, target: bytes, owner: Owner | None = None
+    ) -> Attr:
         directory = self._writable_dir(parent)
         if len(target) > MAX_SYMLINK_TARGET_BYTES:
             raise FsError(errno.ENAMETOOLONG)
         if not target or b"\0" in target:
             raise FsError(errno.EINVAL)
-        return await self._put_special(directory, name, EntryKind.SYMLINK, 0o777, target=target)
+        return await self._put_special(
+            directory, name, EntryKind.SYMLINK, 0o777, owner, target=target
+        )
 
-    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int) -> Attr:
+    async def mknod(
+        self, parent: int, name: bytes, mode: int, rdev: int, owner: Owner | None = None
+    ) -> Attr:
         directory = self._writable_dir(parent)
         if stat.S_ISFIFO(mode):
             kind = EntryKind.FIFO
         elif stat.S_ISSOCK(mode):
             kind = EntryKind.SOCKET
-        elif stat.S_ISREG(mode):
-            raise FsError(errno.EPERM)  # the kernel uses create for files
+        elif stat.S_ISBLK(mode):
+            kind = EntryKind.BLOCK_DEVICE
+        elif stat.S_ISCHR(mode):
+            kind = EntryKind.CHAR_DEVICE
         else:
-            raise FsError(errno.EPERM)  # devices are not stored
-        return await self._put_special(directory, name, kind, mode, rdev=rdev)
+            raise FsError(errno.EPERM)  # the kernel uses create for files
+        if kind not in DEVICE_KINDS:
+            rdev = 0
+        return await self._put_special(directory, name, kind, mode, owner, rdev=rdev)
 
     async def _put_special(
         self,
@@ -298,14 +314,19 @@ class NamespaceRules(JournalReplay):
         name: bytes,
         kind: EntryKind,
         mode: int,
+        owner: Owner | None,
         *,
         target: bytes = b"",
         rdev: int = 0,
     ) -> Attr:
         def put(node: Node) -> JournalOp:
-            return StagedPut(self._path(node), self._file_attrs(node), kind=kind, target=target)
+            return StagedPut(
+                self._path(node), self._file_attrs(node), kind=kind, target=target, rdev=rdev
+            )
 
-        return await self._add_entry(directory, name, kind, mode, put, target=target, rdev=rdev)
+        return await self._add_entry(
+            directory, name, kind, mode, put, owner=owner, target=target, rdev=rdev
+        )
 
     async def _add_entry(
         self,
@@ -315,6 +336,7 @@ class NamespaceRules(JournalReplay):
         mode: int,
         journal_op: Callable[[Node], JournalOp],
         *,
+        owner: Owner | None = None,
         target: bytes = b"",
         rdev: int = 0,
     ) -> Attr:
@@ -322,9 +344,8 @@ class NamespaceRules(JournalReplay):
 
         async def change() -> Node:
             children = self._free_name(directory, name)
-            node = self._new_node(directory, name, kind, mode)
-            node.target = target
-            node.rdev = rdev
+            node = self._new_node(directory, name, kind, mode, owner)
+            node.target, node.size, node.rdev = target, len(target), rdev
             await self._append(self._namespace_of(node), journal_op(node))
             node.remote = True
             children[name] = node

@@ -166,7 +166,8 @@ class JournalReplay(FollowingServer):
             raise FsError(errno.EISDIR)
         node = self._new_node(parent, op.path.name, op.kind, op.attrs.mode)
         set_attrs(node, op.attrs)
-        node.target, node.remote, node.base_seq = op.target, True, seq
+        node.target, node.rdev, node.remote, node.base_seq = op.target, op.rdev, True, seq
+        node.size = len(op.target)  # a file's: its staged file's, below
         node.base = existing.base if existing is not None else op.base
         if op.staged is not None:
             node.size = await self._thread(self._staging.size_of, op.staged)

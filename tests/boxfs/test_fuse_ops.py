@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pyfuse3  # noqa: TID251  (the adapter's own test needs FUSEError and its types)
@@ -17,7 +18,8 @@ import trio
 from boxfs.fuse_ops import BLOCK_SIZE, BoxfsOperations, mount_options
 from boxfs.view import ROOT_INODE, Attr, FileSystemModel, FsError, StatFs
 
-CTX = cast(pyfuse3.RequestContext, None)  # the adapter reads nothing from it
+# The adapter reads only who is asking (for a new entry's owner).
+CTX = cast(pyfuse3.RequestContext, SimpleNamespace(uid=1000, gid=1000, pid=1, umask=0o022))
 
 
 def attr(inode: int, mode: int, size: int = 0) -> Attr:
@@ -57,7 +59,10 @@ class FakeModel:
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         return b"hello"[offset : offset + size]
 
-    async def mkdir(self, parent: int, name: bytes, mode: int) -> Attr:
+    async def mkdir(
+        self, parent: int, name: bytes, mode: int, owner: tuple[int, int] | None = None
+    ) -> Attr:
+        assert owner == (1000, 1000)  # the request's uid and gid
         raise FsError(errno.EROFS)
 
     async def statfs(self) -> StatFs:

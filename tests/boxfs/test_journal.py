@@ -46,9 +46,12 @@ def every_kind() -> list[JournalOp]:
         put(b"docs/\xffbinary", STAGED[1]),
         StagedPut(path("docs/link"), ATTRS, kind=EntryKind.SYMLINK, target=b"../elsewhere"),
         StagedPut(path("docs/pipe"), ATTRS, kind=EntryKind.FIFO),
+        StagedPut(path("docs/disk"), ATTRS, kind=EntryKind.BLOCK_DEVICE, rdev=(8 << 8) | 1),
+        StagedPut(path("docs/tty"), Attrs(0o620, 0, 5, 9, atime_ns=4), kind=EntryKind.CHAR_DEVICE),
         Move(path("docs"), path("papers")),
         Move(path("papers/pipe"), path("papers/link"), content_hash_of(b"what was seen")),
         SetAttr(path("papers"), AttrChanges(mode=0o700, xattrs=())),
+        SetAttr(path("papers/disk"), AttrChanges(atime_ns=-5)),
         Delete(path("papers/pipe"), base=None),
     ]
 
@@ -306,6 +309,8 @@ def test_ops_the_format_refuses_are_refused_at_append_time() -> None:
         StagedPut(path("a"), ATTRS, staged=STAGED[0], kind=EntryKind.DIR)
     with pytest.raises(FormatError):
         StagedPut(path("a"), ATTRS, kind=EntryKind.SYMLINK)  # no target
+    with pytest.raises(FormatError):
+        StagedPut(path("a"), ATTRS, kind=EntryKind.FIFO, rdev=3)  # only devices have one
     with pytest.raises(FormatError):
         Move(path("a"), path("a/b"))
     with pytest.raises(FormatError):

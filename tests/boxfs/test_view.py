@@ -374,7 +374,7 @@ def test_a_sparse_truncate_to_1e11_then_unlink_is_fast_and_small(tmp_path: Path)
     run_model(tmp_path, test)
 
 
-def test_symlinks_fifos_and_the_refused_kinds(tmp_path: Path) -> None:
+def test_symlinks_fifos_device_nodes_and_the_refused_kinds(tmp_path: Path) -> None:
     async def test(mount: ModelMount) -> None:
         model = mount.model
         link = await model.symlink(ROOT_INODE, b"link", b"../target/path")
@@ -385,13 +385,21 @@ def test_symlinks_fifos_and_the_refused_kinds(tmp_path: Path) -> None:
         assert stat.S_ISFIFO(fifo.mode) and fifo.mode & 0o777 == 0o600
         sock = await model.mknod(ROOT_INODE, b"sock", stat.S_IFSOCK | 0o600, 0)
         assert stat.S_ISSOCK(sock.mode)
-        await fails(errno.EPERM, model.mknod(ROOT_INODE, b"dev", stat.S_IFCHR | 0o600, 0x0501))
+        char = await model.mknod(ROOT_INODE, b"tty", stat.S_IFCHR | 0o620, 0x0501)
+        assert stat.S_ISCHR(char.mode) and char.rdev == 0x0501 and char.mode & 0o777 == 0o620
+        block = await model.mknod(ROOT_INODE, b"disk", stat.S_IFBLK | 0o600, 0x0802)
+        assert stat.S_ISBLK(block.mode) and block.rdev == 0x0802
+        assert (await model.getattr(char.inode)).rdev == 0x0501
+        await fails(errno.EPERM, model.mknod(ROOT_INODE, b"file", stat.S_IFREG | 0o600, 0))
         await fails(errno.EPERM, model.link(link.inode, ROOT_INODE, b"hard"))
         await fails(errno.EEXIST, model.symlink(ROOT_INODE, b"pipe", b"x"))
         ops = await mount.pending()
-        assert [op.kind for op in ops if isinstance(op, StagedPut)] == [
-            EntryKind.SYMLINK, EntryKind.FIFO, EntryKind.SOCKET
+        puts = [op for op in ops if isinstance(op, StagedPut)]
+        assert [op.kind for op in puts] == [
+            EntryKind.SYMLINK, EntryKind.FIFO, EntryKind.SOCKET, EntryKind.CHAR_DEVICE,
+            EntryKind.BLOCK_DEVICE,
         ]  # fmt: skip
+        assert [op.rdev for op in puts] == [0, 0, 0, 0x0501, 0x0802]
 
     run_model(tmp_path, test)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -161,6 +162,32 @@ def test_changes_on_one_device_appear_on_the_other(folders: tuple[Path, Path]) -
 
     (on_a / "note.txt").unlink()
     eventually(lambda: not (on_b / "note.txt").exists(), "delete")
+
+
+def test_directory_times_and_device_nodes_travel_between_devices(
+    folders: tuple[Path, Path],
+) -> None:
+    on_a, on_b = folders
+    (on_a / "sub").mkdir()
+    eventually((on_b / "sub").is_dir, "the directory on B")
+    before_on_b = os.stat(on_b / "sub")
+    (on_a / "sub" / "new.txt").write_bytes(b"x")
+    written_on_a = os.stat(on_a / "sub").st_mtime_ns
+    eventually(shows(on_b / "sub" / "new.txt", b"x"), "the new name on B")
+    # The sync that carried the name must not set A's directory mtime back; B's moves, as
+    # a name came into its listing.
+    assert os.stat(on_a / "sub").st_mtime_ns == written_on_a
+    after_on_b = os.stat(on_b / "sub")
+    assert after_on_b.st_mtime_ns > before_on_b.st_mtime_ns
+    assert after_on_b.st_ctime_ns > before_on_b.st_ctime_ns
+
+    os.mknod(on_a / "disk", 0o640 | stat.S_IFBLK, os.makedev(8, 1))
+    os.mknod(on_a / "tty", 0o600 | stat.S_IFCHR, os.makedev(4, 1))
+    os.chmod(on_a / "tty", 0o620)
+    eventually(lambda: os.lstat(on_b / "tty").st_mode & 0o777 == 0o620, "the nodes on B")
+    disk, tty = os.lstat(on_b / "disk"), os.lstat(on_b / "tty")
+    assert stat.S_ISBLK(disk.st_mode) and disk.st_rdev == os.makedev(8, 1)
+    assert stat.S_ISCHR(tty.st_mode) and tty.st_rdev == os.makedev(4, 1)
 
 
 def test_renamed_and_deleted_names_vanish_on_the_other_device_at_once(
