@@ -108,7 +108,7 @@ from boxfs.remote import Remote
 from store.chunking import ChunkStream, chunk_bytes
 from store.frames import decode_frame, encode_frame
 from store.ids import ChunkId
-from tests.fuse.conftest import PASSWORD, Account, MountProcess, cli_command, cli_ok
+from tests.fuse.conftest import PASSWORD, Account, MountProcess, cli_command, register
 from tests.integration.server_process import ServerProcess
 
 MIB = 1 << 20
@@ -896,14 +896,16 @@ def main() -> int:
     mounts: list[MountProcess] = []
     try:
         server = ServerProcess(scratch / "server").start()
-        cli_ok(
-            scratch / "registrar", "register", "--server", server.url, USERNAME,
-            "--email", f"{USERNAME}@example.com", "--password-stdin", stdin=f"{PASSWORD}\n",
-        )  # fmt: skip
         local = scratch / "local"
         local.mkdir()
         run = Run(
-            sizes, scratch, server, Account(server, USERNAME), ServerWatch(server), mounts, local
+            sizes,
+            scratch,
+            server,
+            register(server, USERNAME, scratch / "registrar"),
+            ServerWatch(server),
+            mounts,
+            local,
         )
         bench(run)
         changed_at, changed = newest_source(repo_root)

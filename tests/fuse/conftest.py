@@ -98,12 +98,18 @@ class MountProcess:
     """One ``python -m boxfs.mount`` process serving ``mountpoint`` for ``home``."""
 
     def __init__(
-        self, home: Path, mountpoint: Path, log_path: Path, cache_size: str = "256M"
+        self,
+        home: Path,
+        mountpoint: Path,
+        log_path: Path,
+        cache_size: str = "256M",
+        options: tuple[str, ...] = (),
     ) -> None:
         self.home = home
         self.mountpoint = mountpoint
         self.log_path = log_path
         self.cache_size = cache_size
+        self.options = options  # more ``boxfs.mount`` arguments, e.g. ``--allow-other``
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MountProcess:
@@ -113,6 +119,7 @@ class MountProcess:
         command = [
             sys.executable, "-m", "boxfs.mount", str(self.mountpoint),
             "--cache-size", self.cache_size, "--drain-timeout", str(DRAIN_TIMEOUT_S),
+            *self.options,
             *(["--debug"] if os.environ.get("BOXFS_TEST_MOUNT_DEBUG") else []),
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
@@ -181,6 +188,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         server.kill()
 
 
+def register(server: ServerProcess, username: str, registrar_home: Path) -> Account:
+    """A new account on ``server`` (password ``PASSWORD``), registered with the CLI from a
+    home of its own."""
+    cli_ok(
+        registrar_home, "register", "--server", server.url, username, "--email",
+        f"{username}@example.com", "--password-stdin", stdin=f"{PASSWORD}\n",
+    )  # fmt: skip
+    return Account(server, username)
+
+
 @pytest.fixture(scope="module")
 def fuse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module (starting one per test would eat the time budget)."""
@@ -195,12 +212,7 @@ def fuse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 @pytest.fixture(scope="module")
 def account(fuse_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Account:
-    home = tmp_path_factory.mktemp("registrar")
-    cli_ok(
-        home, "register", "--server", fuse_server.url, "fuse-user", "--email",
-        "fuse-user@example.com", "--password-stdin", stdin=f"{PASSWORD}\n",
-    )  # fmt: skip
-    return Account(fuse_server, "fuse-user")
+    return register(fuse_server, "fuse-user", tmp_path_factory.mktemp("registrar"))
 
 
 @pytest.fixture(scope="module")
