@@ -77,7 +77,8 @@ def _link_count(node: Node) -> int:
         return 1
     if node.children is None:
         return 1
-    return 2 + sum(child.kind is EntryKind.DIR for child in node.children.values())
+    shown_as_dirs = (EntryKind.DIR, EntryKind.MOUNT)  # a shared folder shows as one
+    return 2 + sum(child.kind in shown_as_dirs for child in node.children.values())
 
 
 class ViewBase:
