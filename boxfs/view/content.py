@@ -7,9 +7,11 @@ copies nothing. A file created here keeps its first writes (up to 1 MiB, 32 MiB 
 such files) in memory until its close writes them out in the same worker-thread call that
 journals the put. After the last release, a close (``flush``) or an fsync, the stage is
 frozen and journaled as one put; ``fsync`` also makes the frozen file and the journal
-durable, after the model lock is released. ``open`` returns ``keep_cache=True`` only for
-a file whose content is the committed one (served by content hash through the fetcher, so
-the kernel's page cache stays valid).
+durable, after the model lock is released. ``open`` returns ``keep_cache=True`` unless a
+sync replaced the file's content since the kernel last opened it (``Node.pages_stale``):
+every other change of content is a write or truncate made through the kernel, which keeps
+its cached pages right itself, so a file written here and closed is re-read from the page
+cache too.
 
 Must not: hold anything proportional to a file's size (a sparse truncate to 10^11 bytes
 is one ``ftruncate`` of the staged file), or do staged-file I/O on the loop.
@@ -103,9 +105,8 @@ class FileContent(ViewBase):
         return sorted(paths, key=bytes)
 
     async def open(self, inode: int, flags: int) -> tuple[int, bool]:
-        """A file handle and ``keep_cache``: True when the file's content is the committed
-        one (served by content hash, so the kernel's page cache stays valid); False for a
-        file with local content (staged) or opened for writing."""
+        """A file handle and ``keep_cache``: False once after a sync replaced the file's
+        content (the kernel's pages may be older), True otherwise."""
         node = self._node(inode)
         if node.kind is EntryKind.DIR:
             raise FsError(errno.EISDIR)
@@ -121,7 +122,7 @@ class FileContent(ViewBase):
             except BaseException:
                 await self.release(fh)
                 raise
-        keep = not writable and node.stage is None and node.staged is None
+        keep, node.pages_stale = not node.pages_stale, False
         return fh, keep
 
     async def create(

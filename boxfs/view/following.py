@@ -440,6 +440,7 @@ class FollowingServer(FileContent):
                     node.staged = None
                 node.base_seq = None
                 node.broken = False
+                node.pages_stale = True
             node.entry = entry
         elif node.target != entry.target or node.rdev != entry.rdev:
             same_content = False

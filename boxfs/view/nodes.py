@@ -173,6 +173,10 @@ class Node:
     # The access time a utime set apart from the mtime (``None``: the mtime; as in
     # ``FileEntry.atime_ns``: reads do not move it).
     atime_ns: int | None = None
+    # The kernel may hold pages of content this node no longer has (a sync replaced it):
+    # the next open drops them. Writes and truncates made here go through the kernel, which
+    # keeps its pages right itself.
+    pages_stale: bool = False
 
 
 @dataclass(slots=True)

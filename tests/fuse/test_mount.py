@@ -93,6 +93,38 @@ def test_the_mount_asks_the_kernel_for_1_mib_of_read_ahead(drive: MountProcess) 
     assert read_ahead.read_text().strip() == "1024"
 
 
+def cached_bytes(path: Path) -> int:
+    """How much of ``path`` the kernel's page cache holds, just after ``fincore`` opened
+    it (an open answered without ``keep_cache`` drops it all)."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return int(out.strip())
+
+
+def test_a_file_written_here_is_read_again_from_the_page_cache(drive: MountProcess) -> None:
+    path = drive.mountpoint / "written.bin"
+    data = random.Random(7).randbytes(3 * 1024 * 1024)
+    path.write_bytes(data)
+    assert path.read_bytes() == data
+    assert cached_bytes(path) == len(data)  # a new open kept what the read cached
+    with path.open("r+b") as edit:  # an edit in place goes through the cache too
+        edit.seek(4096)
+        edit.write(b"EDITED")
+    edited = data[:4096] + b"EDITED" + data[4102:]
+    assert path.read_bytes() == edited
+    assert cached_bytes(path) == len(data)
+    path.write_bytes(b"short")  # O_TRUNC: the kernel drops what lay past the new end
+    assert path.read_bytes() == b"short"
+    drop = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(drop, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(drop)
+    assert path.read_bytes() == b"short"  # the same bytes from the mount itself
+
+
 def test_a_directory_tree_is_created_renamed_and_removed(drive: MountProcess) -> None:
     top = drive.mountpoint / "tree"
     (top / "a" / "b").mkdir(parents=True)

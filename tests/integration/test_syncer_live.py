@@ -136,6 +136,21 @@ def test_invalidations_name_exactly_what_changed(
                 assert all(item.inode != two for item in changed)  # untouched: left alone
                 assert await child_inode(b.model, b_docs, b"one.txt") == one  # same inode
 
+                # The next open after a replaced content drops the kernel's pages; the one
+                # after that keeps them.
+                fh, _ = await a.model.open(inode, os.O_WRONLY | os.O_TRUNC)
+                await a.model.write(fh, 0, b"one, edited again\n")
+                await a.model.release(fh)
+                with trio.fail_after(15.0):
+                    while Invalidation(one, None, data=True) not in b.model.take_invalidations():
+                        await trio.sleep(0.02)
+                keeps = []
+                for _ in range(2):
+                    fh, keep_cache = await b.model.open(one, os.O_RDONLY)
+                    await b.model.release(fh)
+                    keeps.append(keep_cache)
+                assert keeps == [False, True]
+
                 await a.model.rename(docs.inode, b"two.txt", docs.inode, b"deux.txt", 0)
                 await wait_names(b.model, b_docs, {b"one.txt", b"deux.txt"})
                 changed = b.model.take_invalidations()
