@@ -45,6 +45,7 @@ from boxfs.view.nodes import (
     FileHandle,
     FsError,
     Invalidation,
+    Listing,
     ListingNeeded,
     Node,
     Owner,
@@ -77,8 +78,7 @@ def _link_count(node: Node) -> int:
         return 1
     if node.children is None:
         return 1
-    shown_as_dirs = (EntryKind.DIR, EntryKind.MOUNT)  # a shared folder shows as one
-    return 2 + sum(child.kind in shown_as_dirs for child in node.children.values())
+    return 2 + node.children.folders
 
 
 class ViewBase:
@@ -312,7 +312,7 @@ class ViewBase:
             readonly=parent.readonly, remote=not parent.readonly, base=entry.content_hash,
         )  # fmt: skip
 
-    async def _children(self, node: Node) -> dict[bytes, Node]:
+    async def _children(self, node: Node) -> Listing:
         """A directory's entries, fetching its tree the first time."""
         if node.kind is not EntryKind.DIR:
             raise FsError(errno.ENOTDIR)
@@ -331,7 +331,7 @@ class ViewBase:
             # Materialize only if nobody did meanwhile and a sync did not move the
             # directory to a newer tree while this one travelled (then fetch that one).
             if node.children is None and node.tree_id == tree_id:
-                children: dict[bytes, Node] = {}
+                children = Listing()
                 for entry in tree:
                     child = None
                     if not self._hidden(node, entry.name):
@@ -369,8 +369,8 @@ class ViewBase:
         namespace.versions_stale = False
         commits.reverse()  # oldest first
         names = version_names([info.time_ns for info in commits])
-        old = versions.children or {}
-        fresh: dict[bytes, Node] = {}
+        old: dict[bytes, Node] = versions.children or {}
+        fresh = Listing()
         for info, text in reversed(list(zip(commits, names, strict=True))):
             name = text.encode()
             node = old.get(name)
@@ -384,7 +384,7 @@ class ViewBase:
             fresh[name] = node
         versions.children = fresh
 
-    def _listed(self, node: Node) -> dict[bytes, Node]:
+    def _listed(self, node: Node) -> Listing:
         """A directory's listing for a change under ``_lock``: never fetched there. One not
         in memory raises ``ListingNeeded``, and ``_change`` fetches it with the lock
         released, then runs the change again from its checks."""
@@ -501,10 +501,10 @@ class ViewBase:
         return Node(
             kind=kind, name=name, parent=parent, namespace_id=parent.namespace_id,
             mode=mode, uid=uid, gid=gid, size=0, mtime_ns=now, ctime_ns=now, seen_mtime_ns=now,
-            children={} if kind is EntryKind.DIR else None, changed=True,
+            children=Listing() if kind is EntryKind.DIR else None, changed=True,
         )  # fmt: skip
 
-    def _free_name(self, parent: Node, name: bytes) -> dict[bytes, Node]:
+    def _free_name(self, parent: Node, name: bytes) -> Listing:
         """The listing ``name`` is free in (under ``_lock``, see ``_listed``)."""
         check_name(name)
         if self._hidden(parent, name):  # ``.versions``

@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from typing import Final, NoReturn, TypeAlias
 
 from boxfs import errno_map
 from boxfs.errors import BoxfsError
@@ -127,6 +127,38 @@ class ListingNeeded(Exception):
         self.node = node
 
 
+SHOWN_AS_FOLDERS: Final = (EntryKind.DIR, EntryKind.MOUNT)  # a shared folder shows as one
+
+
+class Listing(dict[bytes, "Node"]):
+    """A directory's children by name, counting those shown as folders as they come and go
+    (a directory's link count, asked for at every getattr, without a walk of its
+    children). Entries change by ``[name] = node`` and ``del`` only; a node's kind never
+    changes (a new kind is a new node)."""
+
+    __slots__ = ("folders",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folders = 0
+
+    def __setitem__(self, name: bytes, node: Node) -> None:
+        old = self.get(name)
+        if old is not None:
+            self.folders -= old.kind in SHOWN_AS_FOLDERS
+        super().__setitem__(name, node)
+        self.folders += node.kind in SHOWN_AS_FOLDERS
+
+    def __delitem__(self, name: bytes) -> None:
+        self.folders -= self[name].kind in SHOWN_AS_FOLDERS
+        super().__delitem__(name)
+
+    def _unsupported(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a listing changes by [name] = node and del only")
+
+    pop = popitem = setdefault = update = clear = __ior__ = _unsupported
+
+
 @dataclass(eq=False, slots=True)
 class Node:
     """One entry of the view. A directory's ``children`` is ``None`` until materialized
@@ -149,7 +181,7 @@ class Node:
     target: bytes = b""
     entry: FileEntry | None = None  # committed file content
     tree_id: TreeId | None = None  # committed directory content
-    children: dict[bytes, Node] | None = None
+    children: Listing | None = None
     readonly: bool = False  # under .versions
     remote: bool = False  # the server has (or the journal will give it) this path
     base: ContentHash | None = None  # content hash this device last saw (files)
@@ -242,7 +274,7 @@ def apply_changes(node: Node, changes: AttrChanges) -> None:
     node.ctime_ns = now_ns()
 
 
-def listing_of(node: Node) -> dict[bytes, Node] | None:
+def listing_of(node: Node) -> Listing | None:
     """``node.children`` read afresh after an await (``forget`` may have dropped it)."""
     return node.children
 

@@ -143,7 +143,7 @@ class NamespaceRules(JournalReplay):
         for offset in range(start, len(dots)):
             name, dot = dots[offset]
             page.append((name, self._attr(dot), offset + 1))
-        children = directory.children or {}
+        children: dict[bytes, Node] = directory.children or {}
         index = max(0, start - len(dots))
         while index < len(handle.names) and len(page) < READDIR_PAGE:
             name = handle.names[index]

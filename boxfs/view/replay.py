@@ -15,7 +15,7 @@ from boxfs.journal import JournalOp, StagedPut, ViewHead
 from boxfs.staging import StagingError
 from boxfs.view.following import FollowingServer
 from boxfs.view.namespaces import Namespace
-from boxfs.view.nodes import FsError, Node, apply_changes, set_attrs
+from boxfs.view.nodes import FsError, Listing, Node, apply_changes, set_attrs
 from store import protocol
 from store.errors import FormatError, NotFoundError
 from store.objects import EMPTY_TREE, EntryKind, decode_commit
@@ -102,9 +102,7 @@ class JournalReplay(FollowingServer):
         await self._remember_head(namespace, view)
         return view
 
-    async def _resolve(
-        self, namespace: Namespace, path: DrivePath
-    ) -> tuple[Node, dict[bytes, Node]]:
+    async def _resolve(self, namespace: Namespace, path: DrivePath) -> tuple[Node, Listing]:
         """The directory holding ``path`` inside ``namespace`` and its entries
         (materialized). A path through a name the view keeps for itself (``.versions``) or
         into another namespace (a shared folder's root, seen from the home) is not shown

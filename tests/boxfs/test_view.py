@@ -303,6 +303,32 @@ def test_rename_follows_rename2_for_replaced_targets(tmp_path: Path) -> None:
     run_model(tmp_path, test)
 
 
+def test_a_folders_link_count_follows_the_folders_in_it(tmp_path: Path) -> None:
+    async def test(mount: ModelMount) -> None:
+        model = mount.model
+
+        async def links(inode: int) -> int:
+            return (await model.getattr(inode)).nlink
+
+        assert await links(ROOT_INODE) == 1  # not listed yet: unknown, as find(1) reads it
+        assert await names_of(model, ROOT_INODE) == []
+        assert await links(ROOT_INODE) == 2
+        a = await model.mkdir(ROOT_INODE, b"a", 0o755)
+        await model.mkdir(ROOT_INODE, b"b", 0o755)
+        await write_file(model, ROOT_INODE, b"f", b"")
+        assert (await links(ROOT_INODE), await links(a.inode)) == (4, 2)
+        await model.mkdir(a.inode, b"inner", 0o755)
+        await model.rename(a.inode, b"inner", ROOT_INODE, b"moved", 0)  # out of a
+        assert (await links(ROOT_INODE), await links(a.inode)) == (5, 2)
+        await model.rename(ROOT_INODE, b"moved", ROOT_INODE, b"b", 0)  # replaces empty b
+        assert await links(ROOT_INODE) == 4
+        await model.unlink(ROOT_INODE, b"f")
+        await model.rmdir(ROOT_INODE, b"b")
+        assert await links(ROOT_INODE) == 3
+
+    run_model(tmp_path, test)
+
+
 def test_an_unlinked_open_file_stays_readable_until_its_last_release(tmp_path: Path) -> None:
     async def test(mount: ModelMount) -> None:
         model = mount.model
