@@ -58,8 +58,11 @@ Tables (the schema is ``_SCHEMA``; ``PRAGMA user_version`` is its version)::
 
 Threads: blocking. One connection per ``Journal``, guarded by a lock, so one worker thread
 at a time uses it; callers on the trio loop go through
-``trio.to_thread.run_sync(journal.method, ..., limiter=limiter)`` and never call it on the
-loop. Other processes (the CLI's ``boxfs status``) may open the same file read-only.
+``trio.to_thread.run_sync(journal.method, ..., limiter=limiter)``, but for
+``append_many_now``, which never waits: it appends only when the lock is free and no
+checkpoint of the log is due (``CHECKPOINT_EVERY``; SQLite's automatic one is off), one
+small write to the log without an fsync, and otherwise declines. Other processes (the
+CLI's ``boxfs status``) may open the same file read-only.
 
 Must not: talk to the server, read staged files, or decide what an op means.
 """
@@ -105,6 +108,10 @@ MAX_CONFLICTS_KEPT: Final = 10_000
 # a pending entry still names them).
 MAX_PUT_HASHES_KEPT: Final = 100_000
 BUSY_TIMEOUT_MS: Final = 10_000
+# Commits between checkpoints of the write-ahead log into the database. SQLite's own
+# (automatic, at a commit) is off: a checkpoint may fsync, and a commit may run on the trio
+# loop (``append_many_now``); the journal checkpoints after a commit in a worker thread.
+CHECKPOINT_EVERY: Final = 256
 
 _SCHEMA: Final = """
 CREATE TABLE ops (
@@ -447,6 +454,8 @@ class Journal:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.Lock()
+        self._power_safe = True  # the connection's synchronous mode: FULL (or NORMAL)
+        self._commits_unchecked = 0  # commits since the log's last checkpoint
         try:
             if readonly:
                 connection = sqlite3.connect(
@@ -484,6 +493,7 @@ class Journal:
         if mode != "wal":
             raise JournalError(f"{self.path}: cannot use write-ahead logging ({mode})")
         self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA wal_autocheckpoint = 0")
         self._db.execute("PRAGMA foreign_keys = ON")
         with self._write():
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -514,18 +524,31 @@ class Journal:
     @contextmanager
     def _write(self, *, power_safe: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction, committed (and fsynced, if ``power_safe``) when the block
-        ends, rolled back if it raises. SQLite's own errors leave as ``JournalError``."""
+        ends, rolled back if it raises; then the log's checkpoint, when one is due. SQLite's
+        own errors leave as ``JournalError``."""
         with self._lock, self._translated():
-            if not self.readonly:  # the mode of the next commit; not settable inside one
-                self._db.execute(f"PRAGMA synchronous = {'FULL' if power_safe else 'NORMAL'}")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            with self._committed(power_safe=power_safe) as db:
+                yield db
+            if self._commits_unchecked >= CHECKPOINT_EVERY:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self._commits_unchecked = 0
+
+    @contextmanager
+    def _committed(self, *, power_safe: bool) -> Iterator[sqlite3.Connection]:
+        """``_write``'s transaction, the caller holding ``_lock``."""
+        if not self.readonly and power_safe != self._power_safe:
+            # The mode of the next commit; not settable inside one.
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if power_safe else 'NORMAL'}")
+            self._power_safe = power_safe
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._commits_unchecked += 1
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -574,27 +597,49 @@ class Journal:
         """Add several ops, in order, in one transaction (one fsync; none unless
         ``power_safe``: see "Durability" above)."""
         rows = [_row_of(op) for op in ops]
-        seqs: list[int] = []
         with self._write(power_safe=power_safe) as db:
-            for row in rows:
-                if row.base_seq is not None:
-                    self._check_base_seq(db, row.base_seq)
-                cursor = db.execute(
-                    "INSERT INTO ops (namespace, kind, path, dst, staged, attrs, base, base_seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        bytes(namespace_id),
-                        row.kind,
-                        row.path,
-                        row.dst,
-                        row.staged,
-                        row.attrs,
-                        row.base,
-                        row.base_seq,
-                    ),
-                )
-                assert cursor.lastrowid is not None
-                seqs.append(cursor.lastrowid)
+            return self._insert(db, namespace_id, rows)
+
+    def append_many_now(
+        self, namespace_id: NamespaceId, ops: Iterable[JournalOp | BasedOnPut]
+    ) -> list[int] | None:
+        """``append_many(namespace_id, ops, power_safe=False)`` if it can be made without
+        waiting, and so on the trio loop: no other thread in the journal, and no checkpoint
+        of the log due (the next ``append_many``, in a worker thread, makes it). Then it is
+        one small write to the log, no fsync. ``None``: nothing appended; append the usual
+        way."""
+        if self._commits_unchecked >= CHECKPOINT_EVERY or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            rows = [_row_of(op) for op in ops]
+            with self._translated(), self._committed(power_safe=False) as db:
+                return self._insert(db, namespace_id, rows)
+        finally:
+            self._lock.release()
+
+    def _insert(
+        self, db: sqlite3.Connection, namespace_id: NamespaceId, rows: list[_Row]
+    ) -> list[int]:
+        seqs: list[int] = []
+        for row in rows:
+            if row.base_seq is not None:
+                self._check_base_seq(db, row.base_seq)
+            cursor = db.execute(
+                "INSERT INTO ops (namespace, kind, path, dst, staged, attrs, base, base_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    bytes(namespace_id),
+                    row.kind,
+                    row.path,
+                    row.dst,
+                    row.staged,
+                    row.attrs,
+                    row.base,
+                    row.base_seq,
+                ),
+            )
+            assert cursor.lastrowid is not None
+            seqs.append(cursor.lastrowid)
         return seqs
 
     @staticmethod

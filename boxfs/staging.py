@@ -169,19 +169,37 @@ class StagedFile:
     def spill(self) -> None:
         """Write the buffered content to the file; from here on writes go to the file."""
         with self._lock:
-            pending, budget = self._pending, self._budget
-            if pending is None:
-                return
-            # Views released even on a failure (which leaves the content buffered, to spill
-            # again): a live view would stop the bytearray from growing.
-            with memoryview(pending) as view:
-                position = 0
-                while position < len(view):
-                    with view[position:] as rest:
-                        position += os.pwrite(self.fileno(), rest, position)
-            self._pending = None
-            if budget is not None:
-                budget.give_back(len(pending))
+            self._spill_locked()
+
+    def spill_now(self, most_bytes: int) -> bool:
+        """``spill`` if it cannot wait: no other spill running and at most ``most_bytes``
+        buffered (one write into the page cache, quick enough for the trio loop). Whether
+        it spilled; if not, ``spill`` in a worker thread."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            pending = self._pending
+            if pending is not None and len(pending) > most_bytes:
+                return False
+            self._spill_locked()
+            return True
+        finally:
+            self._lock.release()
+
+    def _spill_locked(self) -> None:
+        pending, budget = self._pending, self._budget
+        if pending is None:
+            return
+        # Views released even on a failure (which leaves the content buffered, to spill
+        # again): a live view would stop the bytearray from growing.
+        with memoryview(pending) as view:
+            position = 0
+            while position < len(view):
+                with view[position:] as rest:
+                    position += os.pwrite(self.fileno(), rest, position)
+        self._pending = None
+        if budget is not None:
+            budget.give_back(len(pending))
 
     def __enter__(self) -> Self:
         return self

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import stat
 from collections.abc import Awaitable, Callable, Iterator
-from typing import ParamSpec, TypeVar
+from typing import Final, ParamSpec, TypeVar
 
 import trio
 
@@ -64,6 +64,10 @@ from store.protocol import DrivePath
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+
+SPILL_ON_LOOP_BYTES: Final = 64 * 1024
+"""The most of a new file's buffered first writes a journal append writes out on the loop
+(more goes through a worker thread)."""
 
 
 def _link_count(node: Node) -> int:
@@ -462,7 +466,13 @@ class ViewBase:
         its uploader: they survive the mount being killed once this returns, and a power
         cut only with ``power_safe`` (what fsync(2) promises; metadata changes, like a
         local filesystem's, are made durable by a later fsync). ``spill``: the staged file
-        a put names, written out first, in the same worker-thread call."""
+        a put names, written out first, in the same worker-thread call.
+
+        Without ``power_safe`` and with at most ``SPILL_ON_LOOP_BYTES`` to spill, both are
+        done on the loop when neither would wait (``StagedFile.spill_now``,
+        ``Journal.append_many_now``): a write or two into the page cache, cheaper than the
+        hop to a worker thread that a burst of small changes (an untar) would pay per
+        file."""
 
         def append() -> list[int]:
             if spill is not None:
@@ -470,7 +480,11 @@ class ViewBase:
             return self._journal.append_many(namespace.namespace_id, ops, power_safe=power_safe)
 
         try:
-            seqs = await self._thread(append)
+            seqs = None
+            if not power_safe and (spill is None or spill.spill_now(SPILL_ON_LOOP_BYTES)):
+                seqs = self._journal.append_many_now(namespace.namespace_id, ops)
+            if seqs is None:
+                seqs = await self._thread(append)
         except FormatError as exc:
             raise FsError(errno.EINVAL, str(exc)) from exc
         except (JournalError, OSError) as exc:

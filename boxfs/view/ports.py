@@ -43,7 +43,8 @@ class History(Protocol):
 
 
 class PendingWork(Protocol):
-    """The durable journal of changes not yet confirmed (blocking: call it in a thread)."""
+    """The durable journal of changes not yet confirmed (blocking: call it in a thread, but
+    for ``append_many_now``, which never waits: ``None`` where it would)."""
 
     def append_many(
         self,
@@ -52,6 +53,10 @@ class PendingWork(Protocol):
         *,
         power_safe: bool = True,
     ) -> list[int]: ...
+
+    def append_many_now(
+        self, namespace_id: NamespaceId, ops: Iterable[JournalOp | BasedOnPut]
+    ) -> list[int] | None: ...
 
     def sync(self) -> None: ...
 

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from boxfs.journal import BasedOnPut, Journal, JournalError, JournalOp, StagedPut
+from boxfs.journal import (
+    CHECKPOINT_EVERY,
+    BasedOnPut,
+    Journal,
+    JournalError,
+    JournalOp,
+    StagedPut,
+)
 from store import protocol
 from store.errors import FormatError
 from store.ids import ContentHash, NamespaceId, content_hash_of
@@ -101,17 +108,22 @@ _APPEND_THEN_WAIT = textwrap.dedent(
     for i in range(int(sys.argv[2])):
         op = StagedPut(DrivePath.from_bytes(b"f%d" % i), attrs, staged="%032x" % i)
         power_safe = sys.argv[3] == "power-safe"
-        (seq,) = journal.append_many(NamespaceId(bytes(16)), [op], power_safe=power_safe)
-        print(seq, flush=True)
+        seqs = None
+        if sys.argv[3] == "now":
+            seqs = journal.append_many_now(NamespaceId(bytes(16)), [op])
+        if seqs is None:
+            seqs = journal.append_many(NamespaceId(bytes(16)), [op], power_safe=power_safe)
+        print(seqs[0], flush=True)
     time.sleep(60)
     """
 )
 
 
-@pytest.mark.parametrize("mode", ["power-safe", "not-power-safe"])
+@pytest.mark.parametrize("mode", ["power-safe", "not-power-safe", "now"])
 def test_an_append_that_returned_survives_kill_9(tmp_path: Path, mode: str) -> None:
-    """Also without the fsync (``power_safe=False``): the write-ahead log is written before
-    the commit returns, so only a power cut could lose such an entry."""
+    """Also without the fsync (``power_safe=False``, and ``append_many_now``): the
+    write-ahead log is written before the commit returns, so only a power cut could lose
+    such an entry."""
     journal_path = tmp_path / "journal.sqlite3"
     child = subprocess.Popen(
         [sys.executable, "-c", _APPEND_THEN_WAIT, str(journal_path), "25", mode],
@@ -131,6 +143,28 @@ def test_an_append_that_returned_survives_kill_9(tmp_path: Path, mode: str) -> N
         entries = journal.pending(NamespaceId(bytes(16)), 100)
         assert [entry.seq for entry in entries] == seqs
         assert journal.staged_names() == {f"{i:032x}" for i in range(25)}
+
+
+def test_append_many_now_appends_at_once_or_declines_without_waiting(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        first = journal.append_many_now(HOME, [put("a", STAGED[0]), Mkdir(path("d"), ATTRS)])
+        assert first is not None and len(first) == 2
+        # Another thread in the journal: declined at once, nothing appended.
+        with journal._lock:
+            assert journal.append_many_now(HOME, [put("b", STAGED[1])]) is None
+        # A checkpoint of the log due: declined, until an append in a worker thread (here,
+        # this one) makes it.
+        while journal.append_many_now(HOME, [Mkdir(path("more"), ATTRS)]) is not None:
+            pass
+        # Commits since opening: `_setup`'s, the first append's, then one per Mkdir.
+        assert journal.count(HOME) == 2 + (CHECKPOINT_EVERY - 2)
+        journal.append_many(HOME, [put("b", STAGED[1])], power_safe=False)
+        assert journal.append_many_now(HOME, [put("c", STAGED[2])]) is not None
+        ops = [entry.op for entry in journal.pending(HOME, 1000)]
+        assert ops[:2] == [put("a", STAGED[0]), Mkdir(path("d"), ATTRS)]
+        assert ops[-2:] == [put("b", STAGED[1]), put("c", STAGED[2])]
+        # SQLite's automatic checkpoint, which could fsync on the loop, is off.
+        assert journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
 
 
 def test_the_database_is_write_ahead_logged_with_full_sync(tmp_path: Path) -> None:

@@ -184,6 +184,24 @@ def test_every_blocking_use_of_a_buffered_file_writes_it_out_first(tmp_path: Pat
             assert budget.used_bytes == 0, use
 
 
+def test_spill_now_writes_out_a_small_buffer_and_declines_what_would_wait(
+    tmp_path: Path,
+) -> None:
+    staging = Staging(tmp_path / "staging")
+    budget = MemoryBudget(limit_bytes=10_000)
+    with staging.new() as staged:
+        staged.start_buffering(budget)
+        assert staged.buffer(0, b"x" * 100)
+        assert not staged.spill_now(99)  # more than asked for: left to a worker thread
+        with staged._lock:  # a spill running in another thread
+            assert not staged.spill_now(1000)
+        assert (staged.buffered_bytes, staging.size_of(staged.name)) == (100, 0)
+        assert staged.spill_now(100)
+        assert (staged.buffered_bytes, budget.used_bytes) == (0, 0)
+        assert staging.size_of(staged.name) == 100
+        assert staged.spill_now(0)  # nothing buffered: nothing to wait for
+
+
 def test_the_memory_budget_bounds_buffered_bytes_and_a_close_gives_them_back(
     tmp_path: Path,
 ) -> None:
