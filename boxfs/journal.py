@@ -535,7 +535,8 @@ class Journal:
 
     @contextmanager
     def _committed(self, *, power_safe: bool) -> Iterator[sqlite3.Connection]:
-        """``_write``'s transaction, the caller holding ``_lock``."""
+        """One write transaction (``_write``'s, ``append_many_now``'s), the caller holding
+        ``_lock``."""
         if not self.readonly and power_safe != self._power_safe:
             # The mode of the next commit; not settable inside one.
             self._db.execute(f"PRAGMA synchronous = {'FULL' if power_safe else 'NORMAL'}")

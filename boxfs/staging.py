@@ -28,12 +28,13 @@ never promised to anyone (its writer's close or fsync had not returned).
 Must not: know drive paths, talk to the server, or hold a file's content in memory, beyond
 the first writes of a new file (``StagedFile.buffer``: up to ``MAX_BUFFERED_BYTES`` each,
 within a ``MemoryBudget`` shared by all), written out before anything reads, sizes, copies
-or fsyncs the file, and before a journal entry names it (the mount spills it in the same
-worker-thread call that journals the put), so whatever reads a staged file by name sees it
+or fsyncs the file, and before a journal entry names it (the mount spills it right before
+it journals the put, in the same call), so whatever reads a staged file by name sees it
 whole. A buffered write not yet spilled is lost with the process, as was promised: a file
 not closed is not journaled.
 Blocking (file I/O, fsync): the mount and the uploader call it through
-``trio.to_thread.run_sync``. A lock guards the pin counts, so any thread may call it.
+``trio.to_thread.run_sync``, but for ``StagedFile.spill_now`` (a small spill that never
+waits, made on the loop). A lock guards the pin counts, so any thread may call it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ A file's content is copied on its first write or truncate (not at open) into a s
 (``boxfs.staging``): the whole current content at once, from the fetcher for a committed
 file, hole-preserving from the staged file of an earlier write in this mount; ``O_TRUNC``
 copies nothing. A file created here keeps its first writes (up to 1 MiB, 32 MiB for all
-such files) in memory until its close writes them out in the same worker-thread call that
-journals the put. After the last release, a close (``flush``) or an fsync, the stage is
+such files) in memory until its close writes them out together with the put's journal
+append (``ViewBase._append``: on the loop for at most 64 KiB when nothing would wait, else
+in one worker-thread call). After the last release, a close (``flush``) or an fsync, the stage is
 frozen and journaled as one put; ``fsync`` also makes the frozen file and the journal
 durable, after the model lock is released. ``open`` returns ``keep_cache=True`` unless a
 sync replaced the file's content since the kernel last opened it (``Node.pages_stale``):
@@ -14,7 +15,8 @@ its cached pages right itself, so a file written here and closed is re-read from
 cache too.
 
 Must not: hold anything proportional to a file's size (a sparse truncate to 10^11 bytes
-is one ``ftruncate`` of the staged file), or do staged-file I/O on the loop.
+is one ``ftruncate`` of the staged file), or do staged-file I/O on the loop (but for the
+small spill that ``ViewBase._append`` makes there).
 """
 
 from __future__ import annotations
