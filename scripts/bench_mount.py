@@ -304,20 +304,25 @@ class MemfsProcess:
         raise RuntimeError("memfs did not mount in 60 s")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if find_mount(self.mountpoint) is not None:  # it died without unmounting
-            subprocess.run(
-                ["fusermount3", "-u", "-z", str(self.mountpoint)], check=False, capture_output=True
-            )
+        if self.process is not None:
+            process, self.process = self.process, None
+            stop_fuse_process(process, self.mountpoint, 10.0)
+
+
+def stop_fuse_process(process: subprocess.Popen[bytes], mountpoint: Path, wait_s: float) -> None:
+    """SIGTERM a FUSE daemon by its PID (killed after ``wait_s``), then lazily unmount
+    ``mountpoint`` if it died without unmounting."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if find_mount(mountpoint) is not None:
+        subprocess.run(
+            ["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True
+        )
 
 
 def read_ahead_path(mountpoint: Path) -> Path:
