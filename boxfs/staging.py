@@ -34,7 +34,8 @@ whole. A buffered write not yet spilled is lost with the process, as was promise
 not closed is not journaled.
 Blocking (file I/O, fsync): the mount and the uploader call it through
 ``trio.to_thread.run_sync``, but for ``StagedFile.spill_now`` (a small spill that never
-waits, made on the loop). A lock guards the pin counts, so any thread may call it.
+waits) and ``StagedFile.read_cached`` (a read the page cache answers whole), made on the
+loop. A lock guards the pin counts, so any thread may call it.
 """
 
 from __future__ import annotations
@@ -221,6 +222,20 @@ class StagedFile:
     def read_at(self, offset: int, size: int) -> bytes:
         self.spill()
         return os.pread(self.fileno(), size, offset)
+
+    def read_cached(self, offset: int, size: int) -> bytes | None:
+        """``read_at`` if it cannot wait: nothing buffered and every byte asked for in the
+        page cache (``preadv2`` with ``RWF_NOWAIT``, which never waits for the disk), so
+        the trio loop may call it; ``None`` otherwise (and for a read reaching the end of
+        the file): then ``read_at`` in a worker thread."""
+        if self._pending is not None or size <= 0:
+            return None
+        buffer = bytearray(size)
+        try:
+            count = os.preadv(self.fileno(), [buffer], offset, os.RWF_NOWAIT)
+        except (BlockingIOError, OSError):
+            return None
+        return bytes(buffer) if count == size else None
 
     def truncate(self, size_bytes: int) -> None:
         check_size(size_bytes)

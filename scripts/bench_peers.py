@@ -22,8 +22,8 @@ order turning by one each round; between steps, untimed, each target is let sett
   second name: the second copy holds bytes the target already has.
 - ``seq_read_warm``: that copy read with 1 MiB reads, once untimed, then the best of three
   (the page cache may serve it). ``seq_read_cold``: the same after the kernel dropped its
-  pages (``posix_fadvise(DONTNEED)``, then ``/proc/sys/vm/drop_caches`` 1), so the read
-  reaches the filesystem and what it keeps on disk.
+  pages (``posix_fadvise(DONTNEED)``, then ``sync`` and ``/proc/sys/vm/drop_caches`` 1), so
+  the read reaches the filesystem and what it keeps on disk.
 - ``random_read``: after the same drops, 4 KiB ``pread`` calls at random 4 KiB-aligned
   offsets of the copy (one seed for every target), as IOPS.
 - ``create_s``: N empty files made with ``open(O_CREAT|O_EXCL)`` and ``close``.
@@ -121,7 +121,10 @@ FIGURES: dict[str, tuple[str, bool]] = {
 
 
 def drop_caches(level: int) -> None:
-    """``1``: the page cache; ``2``: dentries and inodes (every path is looked up again)."""
+    """``1``: the page cache, written back first (a dirty page is not dropped); ``2``:
+    dentries and inodes (every path is looked up again)."""
+    if level == 1:
+        os.sync()
     Path("/proc/sys/vm/drop_caches").write_text(f"{level}\n")
 
 

@@ -181,9 +181,11 @@ class FileContent(ViewBase):
 
     async def _read_local(self, node: Node, offset: int, size: int) -> bytes | None:
         """Read the node's staged content; ``None`` once it has none (a sync from another
-        device replaced it with a committed entry). A commit or a drop may close the file
-        under a read in a worker thread (``ValueError``): then read again from the new
-        state."""
+        device replaced it with a committed entry). A read the page cache holds whole is
+        made on the loop (``StagedFile.read_cached``: a hop to a worker thread and back
+        would cost about three times the read); others in a worker thread. A commit or a
+        drop may close the file under a read (``ValueError``): then read again from the
+        new state."""
         for _attempt in range(3):
             source = node.stage or node.reader
             if source is None:
@@ -199,7 +201,12 @@ class FileContent(ViewBase):
                     opened.close()
                 continue
             try:
-                return await self._thread(source.read_at, offset, size)
+                cached = source.read_cached(offset, size)
+                return (
+                    cached
+                    if cached is not None
+                    else await self._thread(source.read_at, offset, size)
+                )
             except ValueError:
                 continue
         raise FsError(errno.EIO, "the staged content went away")

@@ -202,6 +202,25 @@ def test_spill_now_writes_out_a_small_buffer_and_declines_what_would_wait(
         assert staged.spill_now(0)  # nothing buffered: nothing to wait for
 
 
+def test_read_cached_serves_only_what_cannot_wait(tmp_path: Path) -> None:
+    staging = Staging(tmp_path / "staging")
+    budget = MemoryBudget(limit_bytes=1 << 20)
+    data = os.urandom(64 * 1024)
+    with staging.new() as staged:
+        staged.start_buffering(budget)
+        assert staged.buffer(0, data)
+        assert staged.read_cached(0, 4096) is None  # buffered: a spill would have to run
+        assert staged.read_at(0, 4096) == data[:4096]  # spills
+        assert staged.read_cached(4096, 8192) == data[4096 : 4096 + 8192]  # just written
+        assert staged.read_cached(60 * 1024, 8192) is None  # reaches the end: left to read_at
+        assert staged.read_cached(0, 0) is None
+        os.fsync(staged.fileno())
+        os.posix_fadvise(staged.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        assert staged.read_cached(0, 4096) is None  # on disk only: a read would wait
+        assert staged.read_at(0, 4096) == data[:4096]
+        assert staged.read_cached(0, 4096) == data[:4096]  # back in the page cache
+
+
 def test_the_memory_budget_bounds_buffered_bytes_and_a_close_gives_them_back(
     tmp_path: Path,
 ) -> None:
