@@ -6,8 +6,11 @@ namespace, in batches; verifying every object against its id before it is used o
 into the LMDB ``ObjectCache`` (whose byte budget is the cache's own business), when it has
 one it may write: the CLI passes a mount's cache opened read-only, or none, and then
 verified objects stay in the memory caches below only; reading a
-byte range of a file entry, with sequential prefetch; and the pure offset -> chunk mapping
-(``chunk_starts``, ``slices_for_range``).
+byte range of a file entry, with sequential prefetch, and a small random part of a cached
+raw chunk by the 64 KiB blocks it touches (``store.frames.raw_range`` against the block
+digests cached with the chunk once a read verified it whole), so a 4 KiB read does not
+decode and hash a whole chunk; and the pure offset -> chunk mapping (``chunk_starts``,
+``slices_for_range``).
 
 Must not: import pyfuse3 or know about inodes and errnos (the FUSE adapter maps the
 exceptions below); call the cache or decode on the trio loop (every such call goes through
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import functools
 import logging
 from array import array
@@ -54,7 +58,7 @@ from boxfs.threads import run_in_thread
 from store import protocol
 from store.cache import CacheError, ObjectCache, ObjectKind
 from store.errors import FormatError, IntegrityError, NotFoundError, StoreError
-from store.frames import decode_frame
+from store.frames import Codec, block_digests, decode_frame, frame_codec, raw_range
 from store.ids import ChunkId, ContentHash, NamespaceId, TreeId
 from store.objects import EMPTY_TREE, ChunkRef, EntryKind, FileEntry, Tree, decode_tree
 
@@ -77,6 +81,11 @@ DEFAULT_RECENT_PLAINTEXT_BYTES: Final = 16 * MiB
 in several requests (128 KiB to 1 MiB each), and each would otherwise load, decompress
 and hash the whole chunk again."""
 
+_PARTIAL_READ_FRACTION: Final = 4
+"""A random read of at most this fraction of a cached chunk reads the blocks it touches
+(``store.frames.raw_range``), where a bigger one decodes and verifies the whole chunk (and
+keeps it in memory for the next)."""
+
 _SEQUENTIAL_SLACK_BYTES: Final = 1 * MiB
 """A read starting this close to where the previous one of the entry ended is sequential
 (the kernel sends readahead requests concurrently, so they may arrive slightly out of
@@ -91,6 +100,10 @@ entries costs milliseconds every time."""
 _TREE_TOUCH_BATCH: Final = 256
 """Trees served from memory before their cache recency is refreshed in a call of its own
 (otherwise it rides along with the next lookup)."""
+
+_MAX_TRACKED_NOT_RAW: Final = 4096
+"""Compressed cached chunks remembered as such (``_not_raw``), least recent dropped:
+losing one costs one look at its frame header."""
 
 _MAX_TRACKED_ENTRIES: Final = 128
 """Per-entry read state (chunk offsets, where the last read ended) kept, least recent
@@ -241,6 +254,7 @@ class FetcherStats:
 
     chunk_memory_hits: int = 0
     chunk_cache_hits: int = 0
+    chunk_range_hits: int = 0  # parts of cached raw chunks read by their blocks
     chunks_downloaded: int = 0
     frame_bytes_downloaded: int = 0
     download_requests: int = 0
@@ -251,6 +265,14 @@ class FetcherStats:
     tree_cache_hits: int = 0
     trees_downloaded: int = 0
     tree_requests: int = 0
+
+
+class _RangeMiss(enum.Enum):
+    """Why a part of a chunk could not be read from the cache by its blocks."""
+
+    ABSENT = "the frame is not cached"
+    NO_DIGESTS = "the frame is cached, its block digests are not (or were damaged)"
+    NOT_RAW = "the frame is compressed: it decodes whole"
 
 
 @dataclass(slots=True)
@@ -323,6 +345,8 @@ class Fetcher:
         # at most RECENT_TREE_BYTES of encodings in all.
         self._entries: LRUCache[ContentHash, _EntryState] = LRUCache(_MAX_TRACKED_ENTRIES)
         self._recent: LRUCache[ChunkId, bytes] = LRUCache(recent_plaintext_bytes, getsizeof=len)
+        # Chunks whose cached frame is compressed: a part of one is read by decoding it.
+        self._not_raw: LRUCache[ChunkId, None] = LRUCache(_MAX_TRACKED_NOT_RAW)
         self._recent_trees: LRUCache[TreeId, tuple[Tree, int]] = LRUCache(
             RECENT_TREE_BYTES, getsizeof=_encoded_size
         )
@@ -616,8 +640,20 @@ class Fetcher:
         pieces = slices_for_range(state.starts, offset, size)
         if not pieces:
             return b""
+        sequential = abs(offset - state.next_offset) <= _SEQUENTIAL_SLACK_BYTES
         ahead = self._read_ahead(state, offset, pieces)
         wanted = [(ref.chunk_id, ref.length) for ref in (state.chunks[p.index] for p in pieces)]
+        needs_digests = False
+        if not sequential and len(pieces) == 1 and self._partial(wanted[0], pieces[0]):
+            ranged = await run_in_thread(
+                self._limiter, self._load_cached_range, wanted[0][0], pieces[0]
+            )
+            if isinstance(ranged, bytes):
+                self._stats.chunk_range_hits += 1
+                return ranged
+            if ranged is _RangeMiss.NOT_RAW:
+                self._not_raw[wanted[0][0]] = None  # not asked again: it decodes whole
+            needs_digests = ranged is _RangeMiss.NO_DIGESTS and self._cache_writable
         results = await self._begin(wanted)
         if ahead:
             # Behind this read's own misses, so they come first in the batch.
@@ -625,11 +661,25 @@ class Fetcher:
                 state.chunks[ahead.start : ahead.stop]
             )
         plaintexts = await self._collect(wanted, results)
+        if needs_digests:  # the next random read of this chunk checks its blocks only
+            await run_in_thread(self._limiter, self._store_digests, wanted[0][0], plaintexts[0])
         if len(pieces) == 1 and pieces[0].start == 0 and pieces[0].stop == len(plaintexts[0]):
             return plaintexts[0]
         return b"".join(
             memoryview(plaintext)[piece.start : piece.stop]
             for piece, plaintext in zip(pieces, plaintexts, strict=True)
+        )
+
+    def _partial(self, wanted: tuple[ChunkId, int], piece: ChunkSlice) -> bool:
+        """Whether a read of ``piece`` of a chunk is better served by its blocks (a small
+        part, the chunk not in memory nor on its way, a cache to look in)."""
+        chunk_id, length = wanted
+        return (
+            self._cache is not None
+            and (piece.stop - piece.start) * _PARTIAL_READ_FRACTION <= length
+            and chunk_id not in self._recent
+            and chunk_id not in self._inflight
+            and chunk_id not in self._not_raw
         )
 
     def _entry_state(self, content_hash: ContentHash, chunks: tuple[ChunkRef, ...]) -> _EntryState:
@@ -766,6 +816,35 @@ class Fetcher:
     # ----------------------------------------------------------------------------------
     # Worker-thread side: each runs in one ``run_in_thread`` call.
 
+    def _load_cached_range(self, chunk_id: ChunkId, piece: ChunkSlice) -> bytes | _RangeMiss:
+        """``piece`` of a cached raw chunk, checked by the blocks it touches; else why not.
+        Damaged digests are deleted (counted as a damaged object): the whole frame is
+        then verified against its id, and its digests made again."""
+        assert self._cache is not None
+
+        def use(views: list[memoryview | None]) -> bytes | _RangeMiss:
+            frame, digests = views
+            if frame is None:
+                return _RangeMiss.ABSENT
+            if frame_codec(frame) is not Codec.RAW:
+                return _RangeMiss.NOT_RAW
+            if digests is None:
+                return _RangeMiss.NO_DIGESTS
+            part = raw_range(frame, digests, piece.start, piece.stop)
+            assert part is not None  # a raw frame
+            return part
+
+        try:
+            return self._cache.get_each_with(
+                [(ObjectKind.FRAME, chunk_id), (ObjectKind.BLOCKS, chunk_id)], use
+            )
+        except FormatError as exc:
+            self._stats.corrupt_cache_objects += 1
+            _log.warning("cached chunk %s: %s; verifying the whole chunk", chunk_id, exc)
+            if self._cache_writable:
+                self._cache.delete(ObjectKind.BLOCKS, chunk_id)
+            return _RangeMiss.NO_DIGESTS
+
     def _load_cached_plaintexts(self, chunk_ids: list[ChunkId]) -> tuple[list[bytes | None], int]:
         """Verified plaintexts of the cached chunks (None for the others), and how many
         were damaged. A cached frame that fails verification (a damaged disk) is deleted:
@@ -838,6 +917,10 @@ class Fetcher:
             else:
                 self._store(ObjectKind.TREE, tree_id, data)
         return results
+
+    def _store_digests(self, chunk_id: ChunkId, plaintext: bytes) -> None:
+        """Cache the block digests of a chunk's plaintext, verified against its id."""
+        self._store(ObjectKind.BLOCKS, chunk_id, block_digests(plaintext))
 
     def _store(self, kind: ObjectKind, object_id: ChunkId | TreeId, data: bytes) -> None:
         """Cache a verified object; a cache that cannot take it costs a refetch, no more."""

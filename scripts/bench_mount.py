@@ -35,6 +35,9 @@ How each figure is taken:
   ``remote_download`` is the same chunks fetched from the server through ``boxfs.remote``
   by one task in this process (no FUSE, no cache), ``remote_download_and_verify`` the same
   with each frame decoded and verified: the cold read minus the mount's own work.
+  ``random_read_cached``: after the warm reads and another drop, 4 KiB ``pread`` calls
+  at random 4 KiB-aligned offsets (one seed), as IOPS: the chunks are in the LMDB cache,
+  each read misses the page cache; the ceiling does the same on memfs.
   Warm figures are the best of three. boxfs raises its mount's read-ahead itself (1 MiB,
   so the kernel sends 1 MiB requests, where /sys is writable); the memfs mount is given
   the same ``read_ahead_kb`` through /sys/class/bdi, so both daemons see the same requests.
@@ -84,6 +87,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -112,6 +116,7 @@ from tests.fuse.conftest import PASSWORD, Account, MountProcess, cli_command, re
 from tests.integration.server_process import ServerProcess
 
 MIB = 1 << 20
+RANDOM_READ_BYTES = 4096
 USERNAME = "bench-mount"
 CACHE_SIZE = "2G"  # holds the whole test file, so warm_daemon reads come from the cache
 SYNC_TIMEOUT_S = 1800.0
@@ -131,10 +136,13 @@ class Sizes:
     untar_files: int
     ls_entries: int
     insert_mib: int
+    random_reads: int
 
 
-FULL = Sizes(write_mib=512, untar_files=5000, ls_entries=10_000, insert_mib=100)
-QUICK = Sizes(write_mib=64, untar_files=500, ls_entries=1000, insert_mib=16)
+FULL = Sizes(
+    write_mib=512, untar_files=5000, ls_entries=10_000, insert_mib=100, random_reads=10_000
+)
+QUICK = Sizes(write_mib=64, untar_files=500, ls_entries=1000, insert_mib=16, random_reads=1000)
 
 
 def emit(name: str, value: float, unit: str) -> None:
@@ -184,19 +192,43 @@ def read_seconds(path: Path, size_bytes: int, *, drop_page_cache: bool) -> float
     return elapsed
 
 
+def random_read_iops(path: Path, size_bytes: int, count: int) -> float:
+    """``count`` 4 KiB ``pread`` calls at random 4 KiB-aligned offsets (one seed for every
+    run), as reads a second."""
+    pages = size_bytes // RANDOM_READ_BYTES
+    offsets = [
+        page * RANDOM_READ_BYTES for page in random.Random(12).choices(range(pages), k=count)
+    ]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start = time.perf_counter()
+        for offset in offsets:
+            if len(os.pread(fd, RANDOM_READ_BYTES, offset)) != RANDOM_READ_BYTES:
+                raise RuntimeError(f"short read at {offset} of {path}")
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+    return count / elapsed
+
+
 def best_read_seconds(
     path: Path, size_bytes: int, *, drop_page_cache: bool, runs: int = 3
 ) -> float:
     return min(read_seconds(path, size_bytes, drop_page_cache=drop_page_cache) for _ in range(runs))
 
 
-def page_cache_left_bytes(path: Path) -> int:
-    """How much of the file stays in the page cache after a DONTNEED (``fincore``)."""
+def drop_page_cache(path: Path) -> None:
+    """Tell the kernel to drop the file's cached pages (``POSIX_FADV_DONTNEED``)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def page_cache_left_bytes(path: Path) -> int:
+    """How much of the file stays in the page cache after a DONTNEED (``fincore``)."""
+    drop_page_cache(path)
     result = subprocess.run(
         ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
         capture_output=True, text=True, check=True,
@@ -621,6 +653,8 @@ def read_through_mounts(run: Run, data: bytes) -> dict[str, float]:
     seconds["warm"] = best_read_seconds(path, size, drop_page_cache=False)
     seconds["page_cache_left_bytes"] = page_cache_left_bytes(path)
     seconds["warm_daemon"] = best_read_seconds(path, size, drop_page_cache=True)
+    drop_page_cache(path)
+    seconds["random_iops"] = random_read_iops(path, size, run.sizes.random_reads)
     if not same_content(path, data):
         raise RuntimeError("the mount read back different bytes")
     run.stop(reader, "reader")
@@ -637,6 +671,8 @@ def read_through_ceiling(run: Run, size: int, read_ahead_kb: int) -> dict[str, f
         seconds["first"] = read_seconds(memfs.file, size, drop_page_cache=False)
         seconds["page_cache"] = best_read_seconds(memfs.file, size, drop_page_cache=False)
         seconds["daemon"] = best_read_seconds(memfs.file, size, drop_page_cache=True)
+        drop_page_cache(memfs.file)
+        seconds["random_iops"] = random_read_iops(memfs.file, size, run.sizes.random_reads)
     finally:
         memfs.stop()
     return seconds
@@ -660,6 +696,13 @@ def bench_reads(run: Run, data: bytes) -> None:
     emit("mount.ceiling_read_first", mb / ceiling["first"], "MB/s")
     emit("mount.ceiling_read_page_cache", mb / ceiling["page_cache"], "MB/s")
     emit("mount.ceiling_read_daemon", mb / ceiling["daemon"], "MB/s")
+    emit("mount.random_read_cached", mount["random_iops"], "IOPS")
+    emit("mount.ceiling_random_read", ceiling["random_iops"], "IOPS")
+    emit(
+        "mount.random_read_cached_ratio_to_ceiling",
+        mount["random_iops"] / ceiling["random_iops"],
+        "ratio",
+    )
     emit("mount.seq_read_local_disk", mb / local_disk_s, "MB/s")
     emit("mount.seq_read_local_page_cache", mb / local_cached_s, "MB/s")
     emit(

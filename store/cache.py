@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -71,6 +71,7 @@ class ObjectKind(enum.Enum):
 
     FRAME = b"c"  # the frame of a chunk (store.frames), keyed by its ChunkId
     TREE = b"t"  # a tree's canonical encoding (store.objects), keyed by its TreeId
+    BLOCKS = b"b"  # the block digests of a chunk (store.frames.block_digests), by ChunkId
 
 
 ObjectId = ChunkId | TreeId
@@ -78,6 +79,7 @@ ObjectId = ChunkId | TreeId
 _ID_TYPE: Final[dict[ObjectKind, type[ChunkId] | type[TreeId]]] = {
     ObjectKind.FRAME: ChunkId,
     ObjectKind.TREE: TreeId,
+    ObjectKind.BLOCKS: ChunkId,
 }
 
 
@@ -564,6 +566,31 @@ class ObjectCache:
             result = self._read_in_place(work)
             if result is not None and not self._readonly:
                 self._note_touch(key)
+            return result
+
+    def get_each_with(
+        self,
+        objects: Sequence[tuple[ObjectKind, ObjectId]],
+        use: Callable[[list[memoryview | None]], _T],
+    ) -> _T:
+        """``use(views)`` for several objects read in place in one transaction (None for
+        one not cached), as ``get_with`` does for one: views valid only during the call.
+        Marks those found most recently used, unless ``use`` raises."""
+        keys = [object_key(kind, object_id) for kind, object_id in objects]
+        with self._lock:
+            self._check_open()
+            found: list[bytes] = []
+
+            def work(txn: lmdb.Transaction[memoryview]) -> _T:
+                views = [txn.get(key, db=self._dbs.objects) for key in keys]
+                found.clear()  # a retry after a map resize reads them again
+                found.extend(key for key, view in zip(keys, views, strict=True) if view is not None)
+                return use(views)
+
+            result = self._read_in_place(work)
+            if not self._readonly:
+                for key in found:
+                    self._note_touch(key)
             return result
 
     def touch(self, kind: ObjectKind, object_ids: Iterable[ObjectId]) -> None:

@@ -19,7 +19,7 @@ from boxfs.fetcher import MAX_READ_BYTES, ChunkSlice, Fetcher, chunk_starts, sli
 from boxfs.remote import Remote
 from store import protocol
 from store.cache import ObjectCache, ObjectKind
-from store.frames import encode_frame
+from store.frames import BLOCK_BYTES, HEADER_BYTES, encode_frame
 from store.ids import ChunkId, NamespaceId, TreeId, chunk_id_of, content_hash_of
 from store.objects import ChunkRef, EntryKind, FileEntry, Tree
 
@@ -304,3 +304,45 @@ def test_many_trees_are_fetched_with_a_deadline_per_request_not_one_for_all() ->
     found = trio.run(main)
     assert found == {tree.id: tree for tree in trees}
     assert remote.requests == 2
+
+
+def test_random_reads_of_a_cached_raw_chunk_check_only_the_blocks_they_touch(
+    tmp_path: Path,
+) -> None:
+    # Incompressible (a raw frame), and long enough for reads over 1 MiB apart: one near
+    # where the last read ended counts as sequential, and a sequential read decodes whole.
+    chunk = random.Random(5).randbytes(60 * BLOCK_BYTES)
+    entry = file_of([chunk])
+    chunk_id = chunk_id_of(chunk)
+    with ObjectCache.open(tmp_path / "cache", 16 << 20) as cache:
+        cache.put(ObjectKind.FRAME, chunk_id, encode_frame(chunk))
+
+        async def main() -> None:
+            async with Remote("http://127.0.0.1:9") as remote:
+                fetcher = Fetcher(
+                    remote, NamespaceId(bytes(16)), cache, trio.CapacityLimiter(2),
+                    recent_plaintext_bytes=0,  # nothing kept in memory: every read looks
+                )  # fmt: skip
+                offsets = [50 * BLOCK_BYTES + 17, 9000, 40 * BLOCK_BYTES - 2, 17 * BLOCK_BYTES]
+                for offset in offsets:
+                    assert await fetcher.read(entry, offset, 4096) == chunk[offset : offset + 4096]
+                stats = fetcher.stats()
+                # The first read verified the whole chunk and kept its digests.
+                assert (stats.chunk_cache_hits, stats.chunk_range_hits) == (1, 3)
+                assert cache.contains(ObjectKind.BLOCKS, chunk_id)
+
+                # Damage in block 55: a read of block 0 is still served by its own digest;
+                # one touching block 55 is caught, and the whole chunk then fails its id.
+                damaged = bytearray(encode_frame(chunk))
+                damaged[HEADER_BYTES + 55 * BLOCK_BYTES + 1] ^= 1
+                cache.delete(ObjectKind.FRAME, chunk_id)
+                cache.put(ObjectKind.FRAME, chunk_id, bytes(damaged))
+                assert await fetcher.read(entry, 100, 4096) == chunk[100:4196]
+                with pytest.raises(RuntimeError, match="run"):  # it must be downloaded
+                    await fetcher.read(entry, 55 * BLOCK_BYTES, 4096)
+                stats = fetcher.stats()
+                assert (stats.chunk_range_hits, stats.corrupt_cache_objects) == (4, 2)
+                assert not cache.contains(ObjectKind.BLOCKS, chunk_id)
+                assert not cache.contains(ObjectKind.FRAME, chunk_id)
+
+        trio.run(main)

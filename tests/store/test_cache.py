@@ -120,6 +120,27 @@ def test_get_with_hands_the_bytes_in_place_and_refreshes_recency(
     small_cache.verify()
 
 
+def test_get_each_with_reads_several_objects_in_one_go_and_refreshes_those_found(
+    small_cache: ObjectCache,
+) -> None:
+    objects = [numbered(number, 1 * KiB) for number in range(10)]
+    for chunk_id, data in objects:
+        small_cache.put(FRAME, chunk_id, data)
+    missing = numbered(99, 8)[0]
+    wanted = [(FRAME, objects[0][0]), (FRAME, missing), (FRAME, objects[1][0])]
+    found = small_cache.get_each_with(
+        wanted, lambda views: [None if view is None else bytes(view) for view in views]
+    )
+    assert found == [objects[0][1], None, objects[1][1]]
+    with pytest.raises(ValueError, match="refused"):
+        small_cache.get_each_with([(FRAME, objects[2][0])], lambda views: int("refused"))
+    for number in (100, 101):
+        small_cache.put(FRAME, *numbered(number, 1 * KiB))
+    present = {number for number in range(10) if small_cache.contains(FRAME, objects[number][0])}
+    assert present == {0, 1, 4, 5, 6, 7, 8, 9}  # 2's failed use left it among the oldest
+    small_cache.verify()
+
+
 def test_touch_refreshes_recency_without_reading_and_ignores_missing_ids(
     small_cache: ObjectCache,
 ) -> None:

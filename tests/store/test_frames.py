@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import struct
 
 import blake3
@@ -13,12 +15,15 @@ from hypothesis import strategies as st
 from store.chunking import CHUNK_MAX_BYTES
 from store.errors import FormatError, IntegrityError
 from store.frames import (
+    BLOCK_BYTES,
     HEADER_BYTES,
     Codec,
+    block_digests,
     decode_frame,
     decode_frame_unverified,
     encode_frame,
     frame_codec,
+    raw_range,
 )
 from store.ids import chunk_id_of
 
@@ -110,3 +115,27 @@ def test_arbitrary_bytes_never_decode_to_data_of_another_id(frame: bytes) -> Non
     expected = chunk_id_of(b"something else entirely")
     with pytest.raises((FormatError, IntegrityError)):
         decode_frame(frame, expected)
+
+
+def test_a_part_of_a_raw_frame_is_read_and_checked_by_the_blocks_it_touches() -> None:
+    data = os.urandom(3 * BLOCK_BYTES + 1000)  # four blocks, the last one short
+    frame = encode_frame(data)
+    assert frame_codec(frame) is Codec.RAW
+    digests = block_digests(data)
+    assert len(digests) == 4 * 16
+    rng = random.Random(4)
+    for _ in range(200):
+        start = rng.randrange(len(data) + 1)
+        stop = rng.randrange(start, len(data) + 1)
+        assert raw_range(frame, digests, start, stop) == data[start:stop]
+    damaged = bytearray(frame)
+    damaged[HEADER_BYTES + 2 * BLOCK_BYTES + 5] ^= 1  # in block 2
+    assert raw_range(damaged, digests, 0, 2 * BLOCK_BYTES) == data[: 2 * BLOCK_BYTES]
+    for start, stop in [(2 * BLOCK_BYTES, 2 * BLOCK_BYTES + 1), (BLOCK_BYTES, 3 * BLOCK_BYTES)]:
+        with pytest.raises(FormatError, match="block 2"):
+            raw_range(damaged, digests, start, stop)
+    with pytest.raises(FormatError, match="digests"):
+        raw_range(frame, digests[:-1], 0, 10)
+    with pytest.raises(ValueError, match="range"):
+        raw_range(frame, digests, 10, len(data) + 1)
+    assert raw_range(encode_frame(b"a" * 100_000), block_digests(b"a" * 100_000), 0, 10) is None
